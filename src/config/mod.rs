@@ -1,0 +1,1199 @@
+//! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
+//! Validation collects every error with its path (`sources[1].baud: …`) before failing.
+
+pub mod raw;
+
+use crate::record::SourceId;
+use raw::{RawConfig, RawDuration, RawSource, RawTransport, Val};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub store: StoreSettings,
+    pub limits: Limits,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    /// Shown in logs and (later) the web UI.
+    pub name: String,
+    /// Directory that holds the SQLite store (and later Temprs and secrets).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// SQLite database file; default `<data_dir>/pocketgate.db`.
+    pub path: PathBuf,
+    /// Most messages one group commit (one transaction + fsync) may hold.
+    pub max_batch: usize,
+    /// Commit requests that may wait for the writer before ingest is back-pressured.
+    pub queue: usize,
+}
+
+/// Limits with defaults; each has a line in the README limits table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Longest E1381 frame accepted (real frames exceed 240 chars: Yumizen sends 26 651 bytes).
+    pub max_frame_bytes: usize,
+    /// Longest reassembled message; beyond it the frame is NAKed and the message dropped.
+    pub max_message_bytes: usize,
+    /// Concurrent connections per TCP server source.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    pub id: SourceId,
+    pub enabled: bool,
+    pub protocol: Protocol,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Protocol {
+    Astm(AstmSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AstmSettings {
+    /// Text encoding of the device (checksums are over bytes; decoding happens after).
+    pub encoding: Encoding,
+    /// E1381 receiver timeout: a half message is dropped after this much silence (standard: 30 s).
+    pub receive_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Latin1,
+    Utf8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Serial(SerialSettings),
+    /// The analyzer connects to the gateway.
+    TcpServer {
+        listen: SocketAddr,
+    },
+    /// The gateway connects to the analyzer and reconnects with exponential backoff.
+    TcpClient {
+        connect: SocketAddr,
+        backoff_min: Duration,
+        backoff_max: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialSettings {
+    /// Device path: `/dev/ttyUSB0`, `/dev/ttyACM0`, `/dev/serial/by-id/…`, `/dev/ttyAMA0`.
+    pub port: String,
+    pub baud: u32,
+    pub data_bits: DataBits,
+    pub parity: Parity,
+    pub stop_bits: StopBits,
+    pub flow_control: FlowControl,
+    /// Wait between attempts to open a missing/unplugged port (doubles up to 8× this).
+    pub reopen_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataBits {
+    Seven,
+    Eight,
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBits {
+    One,
+    Two,
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    None,
+    Software,
+    Hardware,
+}
+
+/// Baud rates a serial source may use.
+pub const SUPPORTED_BAUD_RATES: [u32; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
+
+/// The example configuration shipped in `config/pocketgate.toml` (parsed by a test, so it cannot
+/// rot).
+pub fn example() -> &'static str {
+    include_str!("../../config/pocketgate.toml")
+}
+
+/// Reads and validates a config file. A read error names the file; every mistake in the text is
+/// reported at once.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            path: path.display().to_string(),
+            line: None,
+            message: format!("cannot read the config file: {e}"),
+        }])),
+    }
+}
+
+/// Parses and validates config text.
+///
+/// Structural mistakes (TOML syntax, unknown keys, a section of the wrong shape) are reported
+/// first, all together: an unknown key is usually a misspelt known one, whose "missing" errors
+/// would only add noise. Once the structure is right, every value mistake is reported at once.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let raw = raw::read(text).map_err(ConfigErrors::sorted)?;
+    let mut check = Check {
+        text,
+        tree: &raw.tree,
+        errors: Vec::new(),
+    };
+    let config = check.config(&raw.config);
+    match config {
+        Some(config) if check.errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors::sorted(check.errors)),
+    }
+}
+
+/// Every mistake found in a config, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    fn sorted(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        ConfigErrors(errors)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One mistake: `sources[1].baud (line 23): 96000 is not a supported baud rate (…)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where in the config: `sources[1].baud`, `gateway.data_dir`; empty for a TOML syntax
+    /// error; the file path for a read error.
+    pub path: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.path.is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"`: whole number, then unit, no space.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }?;
+    Some(Duration::from_millis(millis))
+}
+
+/// Formats a duration the way the file writes it (`"500ms"`, `"30s"`, `"10m"`, `"1h"`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// The keys each transport owns; any other transport's key is an error.
+const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
+    (RawTransport::TcpServer, &["listen"]),
+    (
+        RawTransport::TcpClient,
+        &["connect", "backoff_min", "backoff_max"],
+    ),
+    (
+        RawTransport::Serial,
+        &[
+            "port",
+            "baud",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "flow_control",
+            "reopen_after",
+        ],
+    ),
+];
+
+/// Validation: turns `Raw*` into [`Config`], collecting every mistake.
+struct Check<'a> {
+    text: &'a str,
+    tree: &'a raw::Node,
+    errors: Vec<ConfigError>,
+}
+
+impl Check<'_> {
+    fn line<T>(&self, v: &Val<T>) -> Option<usize> {
+        v.span.as_ref().map(|s| raw::line_at(self.text, s.start))
+    }
+
+    /// The line of a table header such as `[gateway]` or the `i`-th `[[sources]]`.
+    fn line_of(&self, path: &[&str]) -> Option<usize> {
+        let start = self.tree.get(path)?.start()?;
+        Some(raw::line_at(self.text, start))
+    }
+
+    fn error(&mut self, path: &str, line: Option<usize>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// A present, well-typed value with its line; a wrongly typed one is recorded as an error
+    /// and read as absent (validation goes on, the config is not built).
+    fn get<'v, T>(&mut self, path: &str, v: &'v Option<Val<T>>) -> Option<(&'v T, Option<usize>)> {
+        let v = v.as_ref()?;
+        let line = self.line(v);
+        match &v.value {
+            Ok(value) => Some((value, line)),
+            Err(message) => {
+                self.error(path, line, message.clone());
+                None
+            }
+        }
+    }
+
+    fn required<'v, T>(
+        &mut self,
+        path: &str,
+        v: &'v Option<Val<T>>,
+        table_line: Option<usize>,
+        hint: &str,
+    ) -> Option<(&'v T, Option<usize>)> {
+        if v.is_none() {
+            self.error(path, table_line, format!("required ({hint})"));
+        }
+        self.get(path, v)
+    }
+
+    fn int(
+        &mut self,
+        path: &str,
+        v: &Option<Val<i64>>,
+        default: usize,
+        range: RangeInclusive<i64>,
+    ) -> usize {
+        match self.get(path, v) {
+            Some((&n, line)) => {
+                if range.contains(&n) {
+                    usize::try_from(n).unwrap_or(default)
+                } else {
+                    self.error(
+                        path,
+                        line,
+                        format!(
+                            "{n} is out of range ({} ..= {})",
+                            range.start(),
+                            range.end()
+                        ),
+                    );
+                    default
+                }
+            }
+            None => default,
+        }
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        v: &Option<Val<RawDuration>>,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Duration {
+        let Some((RawDuration(text), line)) = self.get(path, v) else {
+            return default;
+        };
+        match parse_duration(text) {
+            Some(d) if range.contains(&d) => d,
+            Some(_) => {
+                let (min, max) = (
+                    format_duration(*range.start()),
+                    format_duration(*range.end()),
+                );
+                self.error(
+                    path,
+                    line,
+                    format!("\"{text}\" is out of range ({min} ..= {max})"),
+                );
+                default
+            }
+            None => {
+                self.error(
+                    path,
+                    line,
+                    format!("\"{text}\" is not a duration (use e.g. \"30s\", \"500ms\", \"5m\")"),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket_addr(
+        &mut self,
+        path: &str,
+        text: &str,
+        line: Option<usize>,
+        example: &str,
+    ) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    path,
+                    line,
+                    format!("\"{text}\" is not an IP address and port (e.g. \"{example}\"; host names are not supported)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Option<Config> {
+        let gateway_line = self.line_of(&["gateway"]);
+        let g = &raw.gateway;
+        let name = match self.get("gateway.name", &g.name) {
+            Some((name, line)) if name.trim().is_empty() => {
+                self.error("gateway.name", line, "must not be empty");
+                String::new()
+            }
+            Some((name, _)) => name.clone(),
+            None => "pocketgate".to_owned(),
+        };
+        let data_dir = match self.required(
+            "gateway.data_dir",
+            &g.data_dir,
+            gateway_line,
+            "e.g. data_dir = \"/data/pocketgate\"",
+        ) {
+            Some((dir, line)) if dir.as_os_str().is_empty() => {
+                self.error("gateway.data_dir", line, "must not be empty");
+                None
+            }
+            Some((dir, _)) => Some(dir.clone()),
+            None => None,
+        };
+
+        let s = &raw.store;
+        let path = match self.get("store.path", &s.path) {
+            Some((path, line)) if path.as_os_str().is_empty() => {
+                self.error(
+                    "store.path",
+                    line,
+                    "must not be empty (leave it out for <data_dir>/pocketgate.db)",
+                );
+                None
+            }
+            Some((path, _)) => Some(path.clone()),
+            None => data_dir.as_ref().map(|d| d.join("pocketgate.db")),
+        };
+        let max_batch = self.int("store.max_batch", &s.max_batch, 256, 1..=65_536);
+        let queue = self.int("store.queue", &s.queue, 1024, 1..=1_048_576);
+
+        let l = &raw.limits;
+        let limits = Limits {
+            max_frame_bytes: self.int(
+                "limits.max_frame_bytes",
+                &l.max_frame_bytes,
+                65_536,
+                241..=65_536,
+            ),
+            max_message_bytes: self.int(
+                "limits.max_message_bytes",
+                &l.max_message_bytes,
+                1 << 20,
+                1024..=16 << 20,
+            ),
+            max_connections: self.int("limits.max_connections", &l.max_connections, 4, 1..=64),
+        };
+
+        let mut sources = Vec::new();
+        for (i, source) in raw.sources.iter().enumerate() {
+            if let Some(source) = self.source(i, source) {
+                sources.push((i, source));
+            }
+        }
+        self.conflicts(&raw.sources, &sources);
+
+        Some(Config {
+            gateway: Gateway {
+                name,
+                data_dir: data_dir?,
+            },
+            store: StoreSettings {
+                path: path?,
+                max_batch,
+                queue,
+            },
+            limits,
+            sources: sources.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+
+    fn source(&mut self, i: usize, s: &RawSource) -> Option<SourceConfig> {
+        let p = |key: &str| format!("sources[{i}].{key}");
+        let index = i.to_string();
+        let table_line = self.line_of(&["sources", &index]);
+
+        let id = match self.required(
+            &p("id"),
+            &s.id,
+            table_line,
+            "1 to 32 of a-z, 0-9, \"_\", \"-\"",
+        ) {
+            Some((id, _)) if valid_id(id) => Some(SourceId(id.clone())),
+            Some((id, line)) => {
+                self.error(
+                    &p("id"),
+                    line,
+                    format!("\"{id}\" is not a valid id (1 to 32 of a-z, 0-9, \"_\", \"-\")"),
+                );
+                None
+            }
+            None => None,
+        };
+        let enabled = self.get(&p("enabled"), &s.enabled).is_none_or(|(&e, _)| e);
+        let protocol = self
+            .required(
+                &p("protocol"),
+                &s.protocol,
+                table_line,
+                "protocol = \"astm\"",
+            )
+            .map(|(&p, _)| p);
+        let encoding = match self.get(&p("encoding"), &s.encoding) {
+            Some((raw::RawEncoding::Utf8, _)) => Encoding::Utf8,
+            Some((raw::RawEncoding::Latin1, _)) | None => Encoding::Latin1,
+        };
+        let receive_timeout = self.duration(
+            &p("receive_timeout"),
+            &s.receive_timeout,
+            secs(30),
+            secs(1)..=secs(600),
+        );
+        let protocol = protocol.map(|raw::RawProtocol::Astm| {
+            Protocol::Astm(AstmSettings {
+                encoding,
+                receive_timeout,
+            })
+        });
+
+        let transport_key = p("transport");
+        let transport = self
+            .required(
+                &transport_key,
+                &s.transport,
+                table_line,
+                "\"tcp-server\", \"tcp-client\" or \"serial\"",
+            )
+            .map(|(&t, _)| t);
+        let Some(transport) = transport else {
+            // Which keys belong is unknown; still type-check what is there.
+            self.get(&p("listen"), &s.listen);
+            self.get(&p("connect"), &s.connect);
+            self.get(&p("port"), &s.port);
+            return None;
+        };
+
+        // Keys of other transports: reported instead of their values.
+        let present: [(&str, Option<Option<usize>>); 10] = [
+            ("listen", s.listen.as_ref().map(|v| self.line(v))),
+            ("connect", s.connect.as_ref().map(|v| self.line(v))),
+            ("backoff_min", s.backoff_min.as_ref().map(|v| self.line(v))),
+            ("backoff_max", s.backoff_max.as_ref().map(|v| self.line(v))),
+            ("port", s.port.as_ref().map(|v| self.line(v))),
+            ("baud", s.baud.as_ref().map(|v| self.line(v))),
+            ("data_bits", s.data_bits.as_ref().map(|v| self.line(v))),
+            ("parity", s.parity.as_ref().map(|v| self.line(v))),
+            ("stop_bits", s.stop_bits.as_ref().map(|v| self.line(v))),
+            (
+                "flow_control",
+                s.flow_control.as_ref().map(|v| self.line(v)),
+            ),
+        ];
+        let reopen_after = s.reopen_after.as_ref().map(|v| self.line(v));
+        let owned: &[&str] = TRANSPORT_KEYS
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map_or(&[], |(_, keys)| keys);
+        for (key, line) in present.into_iter().chain([("reopen_after", reopen_after)]) {
+            if let (Some(line), false) = (line, owned.contains(&key)) {
+                self.error(
+                    &p(key),
+                    line,
+                    format!("not used by transport \"{}\"", transport.name()),
+                );
+            }
+        }
+
+        let transport = match transport {
+            RawTransport::TcpServer => {
+                let (listen, line) = self.required(
+                    &p("listen"),
+                    &s.listen,
+                    table_line,
+                    "e.g. listen = \"0.0.0.0:5100\"",
+                )?;
+                Transport::TcpServer {
+                    listen: self.socket_addr(&p("listen"), listen, line, "0.0.0.0:5100")?,
+                }
+            }
+            RawTransport::TcpClient => {
+                let connect = self.required(
+                    &p("connect"),
+                    &s.connect,
+                    table_line,
+                    "e.g. connect = \"192.168.1.20:5000\"",
+                );
+                let backoff_min = self.duration(
+                    &p("backoff_min"),
+                    &s.backoff_min,
+                    secs(1),
+                    millis(100)..=secs(600),
+                );
+                let backoff_max = self.duration(
+                    &p("backoff_max"),
+                    &s.backoff_max,
+                    secs(60),
+                    secs(1)..=secs(3600),
+                );
+                if backoff_max < backoff_min {
+                    let line = s.backoff_max.as_ref().and_then(|v| self.line(v));
+                    self.error(
+                        &p("backoff_max"),
+                        line,
+                        format!(
+                            "{} is less than backoff_min ({})",
+                            format_duration(backoff_max),
+                            format_duration(backoff_min)
+                        ),
+                    );
+                }
+                let (connect, line) = connect?;
+                let connect =
+                    self.socket_addr(&p("connect"), connect, line, "192.168.1.20:5000")?;
+                Transport::TcpClient {
+                    connect,
+                    backoff_min,
+                    backoff_max,
+                }
+            }
+            RawTransport::Serial => self.serial(i, s, table_line)?,
+        };
+
+        Some(SourceConfig {
+            id: id?,
+            enabled,
+            protocol: protocol?,
+            transport,
+        })
+    }
+
+    fn serial(&mut self, i: usize, s: &RawSource, table_line: Option<usize>) -> Option<Transport> {
+        let p = |key: &str| format!("sources[{i}].{key}");
+        let port = match self.required(
+            &p("port"),
+            &s.port,
+            table_line,
+            "e.g. port = \"/dev/ttyUSB0\"",
+        ) {
+            Some((port, line)) if port.trim().is_empty() => {
+                self.error(&p("port"), line, "must not be empty");
+                None
+            }
+            Some((port, _)) => Some(port.clone()),
+            None => None,
+        };
+        let baud = match self.get(&p("baud"), &s.baud) {
+            Some((&n, line)) => match u32::try_from(n)
+                .ok()
+                .filter(|b| SUPPORTED_BAUD_RATES.contains(b))
+            {
+                Some(b) => b,
+                None => {
+                    let list = SUPPORTED_BAUD_RATES.map(|b| b.to_string()).join(", ");
+                    self.error(
+                        &p("baud"),
+                        line,
+                        format!("{n} is not a supported baud rate ({list})"),
+                    );
+                    9600
+                }
+            },
+            None => 9600,
+        };
+        let data_bits = match self.get(&p("data_bits"), &s.data_bits) {
+            Some((7, _)) => DataBits::Seven,
+            Some((8, _)) | None => DataBits::Eight,
+            Some((n, line)) => {
+                self.error(
+                    &p("data_bits"),
+                    line,
+                    format!("{n} is not supported (7 or 8)"),
+                );
+                DataBits::Eight
+            }
+        };
+        let parity = match self.get(&p("parity"), &s.parity) {
+            Some((raw::RawParity::Even, _)) => Parity::Even,
+            Some((raw::RawParity::Odd, _)) => Parity::Odd,
+            Some((raw::RawParity::None, _)) | None => Parity::None,
+        };
+        let stop_bits = match self.get(&p("stop_bits"), &s.stop_bits) {
+            Some((2, _)) => StopBits::Two,
+            Some((1, _)) | None => StopBits::One,
+            Some((n, line)) => {
+                self.error(
+                    &p("stop_bits"),
+                    line,
+                    format!("{n} is not supported (1 or 2)"),
+                );
+                StopBits::One
+            }
+        };
+        let flow_control = match self.get(&p("flow_control"), &s.flow_control) {
+            Some((raw::RawFlowControl::Software, _)) => FlowControl::Software,
+            Some((raw::RawFlowControl::Hardware, _)) => FlowControl::Hardware,
+            Some((raw::RawFlowControl::None, _)) | None => FlowControl::None,
+        };
+        let reopen_after = self.duration(
+            &p("reopen_after"),
+            &s.reopen_after,
+            secs(2),
+            millis(100)..=secs(300),
+        );
+        Some(Transport::Serial(SerialSettings {
+            port: port?,
+            baud,
+            data_bits,
+            parity,
+            stop_bits,
+            flow_control,
+            reopen_after,
+        }))
+    }
+
+    /// Duplicate ids (any source, as written), and listen addresses or serial ports shared by enabled
+    /// sources (a disabled copy may keep the same address). Reported on the later source.
+    fn conflicts(&mut self, raw: &[RawSource], resolved: &[(usize, SourceConfig)]) {
+        let ids: Vec<(usize, &str, Option<usize>)> = raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let v = s.id.as_ref()?;
+                Some((i, v.value.as_deref().ok()?, self.line(v)))
+            })
+            .collect();
+        for (n, &(i, id, line)) in ids.iter().enumerate() {
+            if let Some(&(j, _, _)) = ids[..n].iter().find(|(_, other, _)| *other == id) {
+                self.error(
+                    &format!("sources[{i}].id"),
+                    line,
+                    format!("\"{id}\" is already used by sources[{j}]"),
+                );
+            }
+        }
+        let enabled: Vec<&(usize, SourceConfig)> =
+            resolved.iter().filter(|(_, s)| s.enabled).collect();
+        for (n, (i, a)) in enabled.iter().map(|e| (e.0, &e.1)).enumerate() {
+            let earlier = || enabled[..n].iter().map(|e| (e.0, &e.1));
+            match &a.transport {
+                Transport::TcpServer { listen } => {
+                    let clash = earlier().find_map(|(j, b)| match &b.transport {
+                        Transport::TcpServer { listen: other } if addrs_clash(listen, other) => {
+                            Some((j, *other))
+                        }
+                        _ => None,
+                    });
+                    if let Some((j, other)) = clash {
+                        let line = raw
+                            .get(i)
+                            .and_then(|s| s.listen.as_ref())
+                            .and_then(|v| self.line(v));
+                        self.error(
+                            &format!("sources[{i}].listen"),
+                            line,
+                            format!("{listen} conflicts with sources[{j}].listen ({other})"),
+                        );
+                    }
+                }
+                Transport::Serial(serial) => {
+                    let clash = earlier().find_map(|(j, b)| match &b.transport {
+                        Transport::Serial(other) if other.port == serial.port => Some(j),
+                        _ => None,
+                    });
+                    if let Some(j) = clash {
+                        let line = raw
+                            .get(i)
+                            .and_then(|s| s.port.as_ref())
+                            .and_then(|v| self.line(v));
+                        self.error(
+                            &format!("sources[{i}].port"),
+                            line,
+                            format!("\"{}\" is already used by sources[{j}]", serial.port),
+                        );
+                    }
+                }
+                Transport::TcpClient { .. } => {}
+            }
+        }
+    }
+}
+
+/// `[a-z0-9_-]{1,32}`
+fn valid_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Two listen addresses that cannot both be bound: same port, and the same IP or either one the
+/// wildcard. Port 0 (any free port, used by tests) never clashes.
+fn addrs_clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse(text) {
+            Ok(config) => panic!("expected errors, got {config:#?}"),
+            Err(ConfigErrors(errors)) => errors,
+        }
+    }
+
+    /// The one error at `path`, asserting it is the only one.
+    fn only_error(text: &str) -> ConfigError {
+        let errors = errors(text);
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+        errors.into_iter().next().unwrap_or_else(|| unreachable!())
+    }
+
+    const MINIMAL: &str = "[gateway]\ndata_dir = \"/d\"\n";
+
+    fn with_source(source: &str) -> String {
+        format!("{MINIMAL}\n[[sources]]\nid = \"a\"\nprotocol = \"astm\"\n{source}")
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let config = parse(example()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.gateway.name, "clinic-a");
+        assert_eq!(config.gateway.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.store.path, PathBuf::from("./data/pocketgate.db"));
+        assert_eq!(config.sources.len(), 4);
+        let sysmex = &config.sources[1];
+        assert_eq!(sysmex.id, SourceId("sysmex-xn".into()));
+        assert_eq!(
+            sysmex.transport,
+            Transport::Serial(SerialSettings {
+                port: "/dev/ttyUSB0".into(),
+                baud: 9600,
+                data_bits: DataBits::Eight,
+                parity: Parity::None,
+                stop_bits: StopBits::One,
+                flow_control: FlowControl::None,
+                reopen_after: secs(2),
+            })
+        );
+        assert_eq!(
+            config.sources[2].transport,
+            Transport::TcpClient {
+                connect: "192.168.1.20:5000"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+                backoff_min: secs(1),
+                backoff_max: secs(60),
+            }
+        );
+        assert!(!config.sources[3].enabled);
+    }
+
+    #[test]
+    fn demo_config_parses() {
+        let config =
+            parse(include_str!("../../config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.gateway.data_dir, PathBuf::from("./data/demo"));
+        let listens: Vec<_> = config
+            .sources
+            .iter()
+            .map(|s| match s.transport {
+                Transport::TcpServer { listen } => listen.to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(listens, ["127.0.0.1:5100", "127.0.0.1:5101"]);
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_source() {
+        let config = parse(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"127.0.0.1:0\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.gateway.name, "pocketgate");
+        assert_eq!(
+            config.store,
+            StoreSettings {
+                path: PathBuf::from("/d/pocketgate.db"),
+                max_batch: 256,
+                queue: 1024
+            }
+        );
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_frame_bytes: 65_536,
+                max_message_bytes: 1 << 20,
+                max_connections: 4
+            }
+        );
+        let source = &config.sources[0];
+        assert!(source.enabled);
+        assert_eq!(
+            source.protocol,
+            Protocol::Astm(AstmSettings {
+                encoding: Encoding::Latin1,
+                receive_timeout: secs(30)
+            })
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let text = with_source("transport = \"serial\"\nport = \"/dev/ttyUSB0\"\nbaud = 96000\nreceive_timeout = \"30 sec\"\n")
+            .replace("[gateway]\n", "[gateway]\nname = 5\n");
+        let errors = errors(&text);
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "gateway.name",
+                "sources[0].baud",
+                "sources[0].receive_timeout"
+            ],
+            "{}",
+            ConfigErrors(errors.clone())
+        );
+        assert!(errors.iter().all(|e| e.line.is_some()));
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let error = only_error(&with_source(
+            "transport = \"serial\"\nport = \"/dev/ttyS0\"\nbaudrate = 9600\n",
+        ));
+        assert_eq!(error.path, "sources[0].baudrate");
+        assert_eq!(error.line, Some(9));
+        assert_eq!(
+            error.to_string(),
+            "sources[0].baudrate (line 9): unknown key (did you mean \"baud\"?)"
+        );
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported() {
+        let text =
+            "[gateway]\ndata_dir = \"/d\"\ncolour = 1\n[limit]\nx = 1\n[[sources]]\nfoo = 1\n";
+        let errors = errors(text);
+        let paths: Vec<_> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+        assert_eq!(
+            paths,
+            [
+                ("gateway.colour", Some(3)),
+                ("limit", Some(4)),
+                ("sources[0].foo", Some(7))
+            ]
+        );
+        assert!(
+            errors[1].message.contains("did you mean \"limits\""),
+            "{}",
+            errors[1]
+        );
+    }
+
+    #[test]
+    fn bad_baud_lists_supported_rates() {
+        let error = only_error(&with_source(
+            "transport = \"serial\"\nport = \"/dev/ttyS0\"\nbaud = 96000\n",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "sources[0].baud (line 9): 96000 is not a supported baud rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)"
+        );
+    }
+
+    #[test]
+    fn bad_duration_shows_examples() {
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nreceive_timeout = \"30 sec\"\n",
+        ));
+        assert_eq!(error.path, "sources[0].receive_timeout");
+        assert_eq!(
+            error.message,
+            "\"30 sec\" is not a duration (use e.g. \"30s\", \"500ms\", \"5m\")"
+        );
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nreceive_timeout = \"20m\"\n",
+        ));
+        assert_eq!(error.message, "\"20m\" is out of range (1s ..= 10m)");
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nreceive_timeout = 30\n",
+        ));
+        assert!(error.message.starts_with("30 is not a duration"), "{error}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(millis(500)));
+        assert_eq!(parse_duration("30s"), Some(secs(30)));
+        assert_eq!(parse_duration("5m"), Some(secs(300)));
+        assert_eq!(parse_duration("1h"), Some(secs(3600)));
+        for bad in [
+            "",
+            "s",
+            "30",
+            "30 s",
+            "-1s",
+            "1.5s",
+            "3d",
+            "99999999999999999999h",
+            "18446744073709551615h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        assert_eq!(format_duration(millis(1500)), "1500ms");
+        assert_eq!(format_duration(secs(600)), "10m");
+    }
+
+    #[test]
+    fn missing_data_dir_is_required() {
+        let error = only_error("[gateway]\nname = \"x\"\n");
+        assert_eq!(
+            error.to_string(),
+            "gateway.data_dir (line 1): required (e.g. data_dir = \"/data/pocketgate\")"
+        );
+        let error = only_error("");
+        assert_eq!(error.path, "gateway.data_dir");
+        assert_eq!(error.line, None);
+    }
+
+    #[test]
+    fn duplicate_id_names_first_use() {
+        let text = format!(
+            "{}\n[[sources]]\nid = \"a\"\nprotocol = \"astm\"\ntransport = \"tcp-server\"\nlisten = \"0.0.0.0:2\"\n",
+            with_source("transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\n")
+        );
+        let error = only_error(&text);
+        assert_eq!(
+            error.to_string(),
+            "sources[1].id (line 11): \"a\" is already used by sources[0]"
+        );
+    }
+
+    #[test]
+    fn shared_listen_address_or_serial_port_is_an_error() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "{MINIMAL}[[sources]]\nid = \"a\"\nprotocol = \"astm\"\n{a}\n[[sources]]\nid = \"b\"\nprotocol = \"astm\"\n{b}\n"
+            )
+        };
+        let error = only_error(&two(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:5100\"",
+            "transport = \"tcp-server\"\nlisten = \"127.0.0.1:5100\"",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "sources[1].listen (line 12): 127.0.0.1:5100 conflicts with sources[0].listen (0.0.0.0:5100)"
+        );
+        let error = only_error(&two(
+            "transport = \"serial\"\nport = \"/dev/ttyUSB0\"",
+            "transport = \"serial\"\nport = \"/dev/ttyUSB0\"",
+        ));
+        assert_eq!(error.path, "sources[1].port");
+        // A disabled copy and port 0 (tests) do not clash.
+        assert!(
+            parse(&two(
+                "transport = \"tcp-server\"\nlisten = \"0.0.0.0:5100\"",
+                "enabled = false\ntransport = \"tcp-server\"\nlisten = \"0.0.0.0:5100\""
+            ))
+            .is_ok()
+        );
+        assert!(
+            parse(&two(
+                "transport = \"tcp-server\"\nlisten = \"127.0.0.1:0\"",
+                "transport = \"tcp-server\"\nlisten = \"127.0.0.1:0\""
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn serial_key_on_tcp_source_is_an_error() {
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nbaud = 9600\n",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "sources[0].baud (line 9): not used by transport \"tcp-server\""
+        );
+        // A wrongly typed key of another transport gets only the "not used" error.
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nport = 5100\n",
+        ));
+        assert_eq!(error.message, "not used by transport \"tcp-server\"");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let error = only_error("[gateway]\ndata_dir = \"/d\"\nname = \"unterminated\n");
+        assert_eq!(error.path, "");
+        assert_eq!(error.line, Some(3));
+        assert!(error.to_string().starts_with("line 3: "), "{error}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_reported_with_paths() {
+        let text = with_source("transport = \"usb\"\nencoding = \"utf-8\"\nenabled = \"yes\"\n")
+            .replace("protocol = \"astm\"", "protocol = \"hl7\"")
+            .replace("id = \"a\"", "id = \"GeneXpert 1\"")
+            + "[limits]\nmax_connections = 100\nmax_frame_bytes = 100\n";
+        let errors = errors(&text);
+        let shown = ConfigErrors(errors.clone()).to_string();
+        for expected in [
+            "sources[0].id (line 5): \"GeneXpert 1\" is not a valid id",
+            "sources[0].protocol (line 6): unknown variant `hl7`, expected `astm`",
+            "sources[0].transport (line 7): unknown variant `usb`",
+            "sources[0].encoding (line 8): unknown variant `utf-8`",
+            "sources[0].enabled (line 9): invalid type: string \"yes\", expected a boolean",
+            "limits.max_connections (line 11): 100 is out of range (1 ..= 64)",
+            "limits.max_frame_bytes (line 12): 100 is out of range (241 ..= 65536)",
+        ] {
+            assert!(shown.contains(expected), "missing {expected:?} in\n{shown}");
+        }
+        assert_eq!(errors.len(), 7, "{shown}");
+    }
+
+    #[test]
+    fn wrong_section_shapes_are_errors_not_panics() {
+        let error = only_error("gateway = 5\n");
+        assert_eq!((error.path.as_str(), error.line), ("gateway", Some(1)));
+        let error = only_error("[gateway]\ndata_dir = \"/d\"\n[sources]\nid = \"a\"\n");
+        assert_eq!(error.path, "sources");
+        assert!(error.message.contains("[[sources]]"));
+        // Dotted keys make tables without spans; a datetime is a value of the wrong type.
+        let error = only_error("gateway.data_dir = \"/d\"\ngateway.name.x = 1\n");
+        assert_eq!(error.path, "gateway.name");
+        let error = only_error("[gateway]\ndata_dir = 1979-05-27T07:32:00Z\n");
+        assert_eq!(
+            (error.path.as_str(), error.line),
+            ("gateway.data_dir", Some(2))
+        );
+    }
+
+    #[test]
+    fn tcp_client_backoff_is_checked() {
+        let error = only_error(&with_source(
+            "transport = \"tcp-client\"\nconnect = \"10.0.0.1:5000\"\nbackoff_min = \"2m\"\nbackoff_max = \"1m\"\n",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "sources[0].backoff_max (line 10): 1m is less than backoff_min (2m)"
+        );
+        let error = only_error(&with_source(
+            "transport = \"tcp-client\"\nconnect = \"analyzer.local:5000\"\n",
+        ));
+        assert_eq!(error.path, "sources[0].connect");
+    }
+
+    #[test]
+    fn raw_keys_come_from_serde() {
+        assert_eq!(raw::keys_of::<raw::RawGateway>(), ["name", "data_dir"]);
+        let source_keys = raw::keys_of::<RawSource>();
+        for (_, keys) in TRANSPORT_KEYS {
+            assert!(keys.iter().all(|k| source_keys.contains(k)), "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_missing_file() {
+        let Err(ConfigErrors(errors)) = load(Path::new("/nonexistent/pocketgate.toml")) else {
+            panic!("loaded a missing file");
+        };
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("/nonexistent/pocketgate.toml: cannot read"),
+            "{}",
+            errors[0]
+        );
+    }
+}

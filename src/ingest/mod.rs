@@ -1,0 +1,79 @@
+//! Transports: open a connection to a device, run its protocol session, reply after the commit,
+//! reconnect. One task per source (and per TCP connection); a failing source only logs and
+//! retries, it never stops another.
+
+pub mod astm;
+pub mod serial;
+pub mod tcp;
+
+use crate::config::{AstmSettings, Limits};
+use crate::protocol::astm::link::ReceiverLimits;
+use crate::protocol::astm::session::SessionLimits;
+use crate::record::SourceId;
+use crate::store::Store;
+use std::time::Duration;
+
+/// Everything a connection of one source needs.
+#[derive(Clone)]
+pub struct SourceCtx {
+    pub id: SourceId,
+    pub astm: AstmSettings,
+    pub limits: Limits,
+    pub store: Store,
+}
+
+impl SourceCtx {
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            link: ReceiverLimits {
+                max_frame_bytes: self.limits.max_frame_bytes,
+                timeout: self.astm.receive_timeout,
+            },
+            max_message_bytes: self.limits.max_message_bytes,
+        }
+    }
+}
+
+/// Exponential backoff between reconnect attempts: `min`, doubling, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            next: min,
+        }
+    }
+
+    /// The wait before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// A connection worked: start again from the minimum.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let got: Vec<_> = (0..5).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 5, 5]);
+        b.reset();
+        assert_eq!(b.next_delay().as_secs(), 1);
+    }
+}

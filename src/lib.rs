@@ -1,0 +1,18 @@
+//! pocketgate — a pocket-sized gateway: clinic analyzers in, a durable SQLite buffer, DHIS2 out.
+//!
+//! Module map (arrows point one way: `protocol ← ingest → store`; `app` knows all):
+//! - [`record`]   the nouns: Observation, SourceId, RecordId
+//! - [`config`]   raw TOML → validated [`config::Config`]; every error reported at once with its path
+//! - [`protocol`] PURE decoders: bytes in, messages and replies out (no sockets, clock or DB)
+//! - [`ingest`]   transports (TCP server/client, RS-232): open, read, reply after commit, reconnect
+//! - [`store`]    the one SQLite writer (WAL, synchronous=FULL, group commit), migrations, queries
+//! - [`sim`]      an analyzer simulator that plays capture files over TCP or a serial port/pty
+//! - [`app`]      wiring and supervision only
+
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod protocol;
+pub mod record;
+pub mod sim;
+pub mod store;

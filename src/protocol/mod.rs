@@ -1,0 +1,4 @@
+//! Pure protocol code: bytes in, messages/replies out. No sockets, no clock (time is passed in),
+//! no database — so every decoder is unit-tested and fuzzed with plain byte slices.
+
+pub mod astm;

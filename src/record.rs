@@ -1,0 +1,64 @@
+//! The nouns that cross module boundaries: the canonical [`Observation`] every decoder produces,
+//! and the ids that name sources and stored records.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A configured source (one analyzer connection), named by the `id` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceId(pub String);
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Primary key of a stored raw message (`messages.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordId(pub i64);
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who produced a result, as far as the message tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+}
+
+/// One result in the shape every later stage (Temprs, web UI, sync) reads.
+///
+/// Decoders fill what the message says; `source`, `received_at` and `raw_id` are filled by
+/// ingest/store (a decoder leaves them empty). Every key is always serialised (absent = `null`)
+/// so the JSON shape is stable for Temprs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub source: String,
+    pub device: Device,
+    pub sample_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub test_code: String,
+    pub test_name: Option<String>,
+    pub value: Option<String>,
+    pub unit: Option<String>,
+    pub reference_range: Option<String>,
+    pub flags: Vec<String>,
+    pub result_status: Option<String>,
+    /// ISO 8601 local time as the device states it (`2025-05-14T13:21:03`); no zone is invented.
+    pub observed_at: Option<String>,
+    /// RFC 3339 UTC time the gateway committed the message.
+    pub received_at: Option<String>,
+    pub comments: Vec<String>,
+    pub raw_id: Option<RecordId>,
+    /// Vendor details that have no canonical slot (GeneXpert panel/analyte/Ct, reagent lot, …).
+    pub extra: BTreeMap<String, String>,
+}

@@ -1,0 +1,628 @@
+//! The durable buffer: one SQLite writer thread, numbered migrations, and read queries.
+//!
+//! Every ingest path calls [`Store::commit`] and replies to the device only after it returns
+//! `Ok`: the message's wire bytes, text and observations are then in one committed transaction
+//! with `synchronous=FULL` (the WAL is fsynced at commit). Commits from all connections are
+//! grouped: the writer takes every request waiting in its queue (up to `max_batch`) into one
+//! transaction and one fsync, so eight analyzers cost one disk flush, not eight.
+//! See docs/decisions.md for why one writer, why FULL, and why dedupe by content hash.
+
+use crate::record::{Observation, RecordId, SourceId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::thread;
+use tokio::sync::{mpsc, oneshot};
+
+/// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStatus {
+    /// Stored and parsed; waiting for a Tempr.
+    Received,
+    /// Stored raw, but the parser reported errors (see `parse_errors`).
+    Invalid,
+    /// A Tempr produced its request(s); waiting in the outbox.
+    Rendered,
+    /// DHIS2 accepted it.
+    Delivered,
+    /// DHIS2 refused it for a reason retrying will not fix.
+    Rejected,
+}
+
+impl RecordStatus {
+    pub const ALL: [RecordStatus; 5] = [
+        Self::Received,
+        Self::Invalid,
+        Self::Rendered,
+        Self::Delivered,
+        Self::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Invalid => "invalid",
+            Self::Rendered => "rendered",
+            Self::Delivered => "delivered",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for RecordStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status {s:?} (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// Protocols whose messages the store holds. Mirrors the CHECK constraint on `messages.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolKind {
+    Astm,
+}
+
+impl ProtocolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Astm => "astm",
+        }
+    }
+}
+
+/// A complete message, ready to be made durable.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub source: SourceId,
+    pub protocol: ProtocolKind,
+    /// Bytes as they were framed on the wire.
+    pub wire: Vec<u8>,
+    /// The reassembled message text the parser read.
+    pub text: Vec<u8>,
+    pub observations: Vec<Observation>,
+    /// Parser errors, each naming its record/field; non-empty makes the status `invalid`.
+    pub parse_errors: Vec<String>,
+}
+
+impl NewMessage {
+    /// SHA-256 of the reassembled text. A device that resends a message it was not sure we got
+    /// (the ACK was lost, the gateway crashed after the commit) sends the same text again, so the
+    /// resend maps to the stored row instead of a second record. Wire bytes are not hashed: frame
+    /// numbers may differ between the two attempts.
+    pub fn content_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&self.text).into()
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub id: RecordId,
+    /// The same message (same source and content hash) was already stored; nothing was added.
+    pub duplicate: bool,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum StoreError {
+    #[error("opening the store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store migration {number} failed: {source}")]
+    Migration {
+        number: usize,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store was written by a newer pocketgate (schema {found}, this build knows {known})"
+    )]
+    TooNew { found: usize, known: usize },
+    #[error("committing a message from {source_id}: {error}")]
+    Commit {
+        source_id: SourceId,
+        error: rusqlite::Error,
+    },
+    #[error("store query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Whether the caller may try the same commit again later (the device is NAKed meanwhile).
+    /// Disk full, I/O errors and a busy database clear up; a schema mismatch does not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Commit { .. } | Self::Query(_))
+    }
+}
+
+/// Tuning for the writer; from `[store]` in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub max_batch: usize,
+    pub queue: usize,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            queue: 1024,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
+/// Handle to the single writer thread. Cheap to clone; the thread stops when every handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<(NewMessage, Reply)>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) the database, run migrations and start the writer thread.
+    pub fn open(path: &Path, settings: WriterSettings) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing directory surfaces as the open error below, which names the path.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = open_connection(path)?;
+        migrate(&conn)?;
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let max_batch = settings.max_batch.max(1);
+        thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch))
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Store {
+            tx,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Make `msg` durable. Returns after the transaction holding it has committed (and fsynced),
+    /// or with the error that stopped it; in that case nothing of `msg` is stored.
+    pub async fn commit(&self, msg: NewMessage) -> Result<Committed, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        // The queue is bounded: when the disk is slower than the analyzers, ingest waits here
+        // (the device waits for its ACK) instead of memory growing.
+        self.tx
+            .send((msg, reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    // WAL: readers (CLI, web UI) never block the writer. FULL: the WAL is fsynced at every
+    // commit, so a power cut after the ACK cannot lose the message (docs/decisions.md).
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let done: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(StoreError::Query)? as usize;
+    if done > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: done,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let number = i + 1;
+        let run = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", number as i64)?;
+            tx.commit()
+        };
+        run().map_err(|source| StoreError::Migration { number, source })?;
+    }
+    Ok(())
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<(NewMessage, Reply)>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        for ((msg, reply), result) in batch.drain(..).zip(results) {
+            let result = result.map_err(|error| StoreError::Commit {
+                source_id: msg.source.clone(),
+                error,
+            });
+            // The ingest side may have gone (connection dropped): the row is stored regardless,
+            // and the device's resend will be recognised as a duplicate.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One transaction for the whole batch, a savepoint per message: a message that cannot be
+/// inserted fails alone; a failed COMMIT fails them all (none was acknowledged).
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[(NewMessage, Reply)],
+) -> Vec<rusqlite::Result<Committed>> {
+    let received_at = now_rfc3339();
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return batch.iter().map(|_| Err(clone_err(&e))).collect(),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for (msg, _) in batch {
+        let one = tx.savepoint().and_then(|sp| {
+            let r = insert_message(&sp, msg, &received_at)?;
+            sp.commit()?;
+            Ok(r)
+        });
+        results.push(one);
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => batch.iter().map(|_| Err(clone_err(&e))).collect(),
+    }
+}
+
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+fn insert_message(
+    conn: &Connection,
+    msg: &NewMessage,
+    received_at: &str,
+) -> rusqlite::Result<Committed> {
+    let hash = msg.content_hash();
+    let existing: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM messages WHERE source = ?1 AND content_hash = ?2",
+            params![msg.source.0, &hash[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(Committed {
+            id: RecordId(id),
+            duplicate: true,
+        });
+    }
+    let (status, errors) = if msg.parse_errors.is_empty() {
+        (RecordStatus::Received, None)
+    } else {
+        (RecordStatus::Invalid, Some(msg.parse_errors.join("\n")))
+    };
+    conn.execute(
+        "INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, parse_errors, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            msg.source.0,
+            msg.protocol.as_str(),
+            received_at,
+            &hash[..],
+            msg.wire,
+            msg.text,
+            errors,
+            status.as_str()
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO observations (message_id, seq, sample_id, patient_id, test_code, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (seq, obs) in msg.observations.iter().enumerate() {
+        let mut obs = obs.clone();
+        obs.source = msg.source.0.clone();
+        obs.received_at = Some(received_at.to_owned());
+        obs.raw_id = Some(RecordId(id));
+        let body = serde_json::to_string(&obs)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        stmt.execute(params![
+            id,
+            seq as i64,
+            obs.sample_id,
+            obs.patient_id,
+            obs.test_code,
+            body
+        ])?;
+    }
+    Ok(Committed {
+        id: RecordId(id),
+        duplicate: false,
+    })
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A stored message as `pocketgate records` and (later) the web UI list it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredMessage {
+    pub id: RecordId,
+    pub source: String,
+    pub protocol: String,
+    pub received_at: String,
+    pub status: String,
+    pub parse_errors: Option<String>,
+    pub observations: Vec<Observation>,
+}
+
+/// Read-only queries, on their own connection (WAL lets them run beside the writer).
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Reader { conn })
+    }
+
+    /// Newest first, at most `limit`, optionally only one status.
+    pub fn messages(
+        &self,
+        status: Option<RecordStatus>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, source, protocol, received_at, status, parse_errors FROM messages
+             WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
+            Ok(StoredMessage {
+                id: RecordId(r.get(0)?),
+                source: r.get(1)?,
+                protocol: r.get(2)?,
+                received_at: r.get(3)?,
+                status: r.get(4)?,
+                parse_errors: r.get(5)?,
+                observations: Vec::new(),
+            })
+        })?;
+        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut obs = self
+            .conn
+            .prepare("SELECT body FROM observations WHERE message_id = ?1 ORDER BY seq")?;
+        for m in &mut out {
+            let bodies = obs.query_map([m.id.0], |r| r.get::<_, String>(0))?;
+            for body in bodies {
+                let body = body?;
+                let o: Observation = serde_json::from_str(&body).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
+                m.observations.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of stored messages (all statuses).
+    pub fn count(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))?
+            as usize)
+    }
+
+    /// The stored text of every message from `source`, oldest first (tests and exports).
+    pub fn texts(&self, source: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT text FROM messages WHERE source = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([source], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// `PRAGMA integrity_check` → "ok" on a healthy file.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> NewMessage {
+        NewMessage {
+            source: SourceId("gx".into()),
+            protocol: ProtocolKind::Astm,
+            wire: text.as_bytes().to_vec(),
+            text: text.as_bytes().to_vec(),
+            observations: vec![Observation {
+                test_code: "MTB".into(),
+                value: Some("DETECTED".into()),
+                sample_id: Some("S1".into()),
+                ..Default::default()
+            }],
+            parse_errors: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_is_readable_from_a_fresh_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        let c = store.commit(msg("H|\\^&\rL|1|N\r")).await.unwrap();
+        assert!(!c.duplicate);
+        let r = Reader::open(&path).unwrap();
+        let rows = r.messages(None, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].observations[0].raw_id, Some(c.id));
+        assert_eq!(rows[0].observations[0].source, "gx");
+        assert!(rows[0].observations[0].received_at.is_some());
+        assert_eq!(r.integrity_check().unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn resend_of_the_same_text_is_a_duplicate_not_a_second_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        let a = store
+            .commit(msg("H|\\^&\rR|1|^^^X|1\rL|1|N\r"))
+            .await
+            .unwrap();
+        let b = store
+            .commit(msg("H|\\^&\rR|1|^^^X|1\rL|1|N\r"))
+            .await
+            .unwrap();
+        assert_eq!(a.id, b.id);
+        assert!(b.duplicate);
+        assert_eq!(Reader::open(&path).unwrap().count().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn parse_errors_make_the_message_invalid_but_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        let mut m = msg("garbage\r");
+        m.parse_errors = vec!["record 1: no H record".into()];
+        store.commit(m).await.unwrap();
+        let r = Reader::open(&path).unwrap();
+        let rows = r.messages(Some(RecordStatus::Invalid), 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].parse_errors.as_deref(),
+            Some("record 1: no H record")
+        );
+        assert!(
+            r.messages(Some(RecordStatus::Received), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_commits_are_grouped_and_all_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(
+            &path,
+            WriterSettings {
+                max_batch: 64,
+                queue: 256,
+            },
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.commit(msg(&format!("H|\\^&\rR|1|^^^X|{i}\rL|1|N\r")))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(Reader::open(&path).unwrap().count().unwrap(), 200);
+    }
+
+    #[test]
+    fn status_check_constraint_matches_the_enum() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        for st in RecordStatus::ALL {
+            conn.execute(
+                "INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, status)
+                 VALUES ('s', 'astm', 't', randomblob(32), x'', ?1, ?2)",
+                params![st.as_str().as_bytes(), st.as_str()],
+            )
+            .unwrap();
+        }
+        let bad = conn.execute(
+            "INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, status)
+             VALUES ('s', 'astm', 't', randomblob(32), x'', x'01', 'lost')",
+            [],
+        );
+        assert!(
+            bad.is_err(),
+            "CHECK must refuse a status the code does not know"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            migrate(&conn),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

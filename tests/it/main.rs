@@ -1,0 +1,5 @@
+//! Integration tests: the real binary, real sockets and ptys, a real SQLite file.
+
+mod cli;
+mod ingest;
+mod support;

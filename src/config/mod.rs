@@ -294,6 +294,13 @@ impl Check<'_> {
         Some(raw::line_at(self.text, start))
     }
 
+    /// The line of `sources[1].baud` found through the shape tree (for values without a span).
+    fn line_at_path(&self, path: &str) -> Option<usize> {
+        let dotted = path.replace('[', ".").replace(']', "");
+        let parts: Vec<&str> = dotted.split('.').collect();
+        self.line_of(&parts)
+    }
+
     fn error(&mut self, path: &str, line: Option<usize>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.to_owned(),
@@ -306,7 +313,7 @@ impl Check<'_> {
     /// and read as absent (validation goes on, the config is not built).
     fn get<'v, T>(&mut self, path: &str, v: &'v Option<Val<T>>) -> Option<(&'v T, Option<usize>)> {
         let v = v.as_ref()?;
-        let line = self.line(v);
+        let line = self.line(v).or_else(|| self.line_at_path(path));
         match &v.value {
             Ok(value) => Some((value, line)),
             Err(message) => {
@@ -1151,7 +1158,7 @@ mod tests {
         assert!(error.message.contains("[[sources]]"));
         // Dotted keys make tables without spans; a datetime is a value of the wrong type.
         let error = only_error("gateway.data_dir = \"/d\"\ngateway.name.x = 1\n");
-        assert_eq!(error.path, "gateway.name");
+        assert_eq!((error.path.as_str(), error.line), ("gateway.name", Some(2)));
         let error = only_error("[gateway]\ndata_dir = 1979-05-27T07:32:00Z\n");
         assert_eq!(
             (error.path.as_str(), error.line),

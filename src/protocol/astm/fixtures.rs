@@ -206,7 +206,7 @@ fn s01_genexpert_mtb_rif_ultra() {
     assert_eq!(extra(main, "reagent_expiry"), Some("20250525"));
     assert_eq!(
         main.comments,
-        ["Notes Id# 118176 Sardani P Lantion CDU/Dr. A Marcil cp"]
+        ["Notes Id# 118176 Placeholder Tech CDU/Dr. A Sample cp"]
     );
     let r2 = obs[1];
     assert_eq!(r2.test_code, "MTB-RIF/Xpert/rpoB1");

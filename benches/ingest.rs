@@ -4,6 +4,9 @@
 //!
 //! Knobs (env): BENCH_RUNS (default 5), BENCH_MESSAGES per analyzer (default 500),
 //! BENCH_BIN (default target/release/pocketgate).
+//!
+//! Without `--bench` (that is, under `cargo test --all-targets`, as CI runs it) this is the smoke
+//! variant: one short run against the test build of the binary, printed, no results file.
 
 use pocketgate::sim::{self, SimOptions};
 use std::fmt::Write as _;
@@ -178,13 +181,20 @@ fn machine() -> (String, String) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else to parse.
-    let runs = env_usize("BENCH_RUNS", 5);
-    let per_analyzer = env_usize("BENCH_MESSAGES", 500);
+    // `cargo bench` passes --bench; `cargo test` does not: then run the smoke variant.
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs = if full { env_usize("BENCH_RUNS", 5) } else { 1 };
+    let per_analyzer = if full {
+        env_usize("BENCH_MESSAGES", 500)
+    } else {
+        20
+    };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var("BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/release/pocketgate"));
+    let bin = match std::env::var("BENCH_BIN") {
+        Ok(b) => PathBuf::from(b),
+        Err(_) if full => root.join("target/release/pocketgate"),
+        Err(_) => PathBuf::from(env!("CARGO_BIN_EXE_pocketgate")),
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Idle RSS: a started gateway with 8 sources, nothing connected, after 2 s.
@@ -225,6 +235,11 @@ fn main() {
         let (min, med, max) = stats(v);
         format!("| {name} | {med:.2} | {min:.2} | {max:.2} | {unit} |\n")
     };
+    let kind = if full {
+        "x86-64 release: opt-level s, LTO, strip, panic=abort"
+    } else {
+        "smoke run of the test build: not a figure to quote"
+    };
     let mut md = String::new();
     writeln!(md, "# Ingest benchmark — {date}\n").unwrap();
     writeln!(
@@ -235,7 +250,12 @@ fn main() {
             .unwrap_or(0)
     )
     .unwrap();
-    writeln!(md, "- commit: `{commit}`; binary: `{}` ({size_mib:.2} MiB, x86-64 release: opt-level s, LTO, strip, panic=abort)", bin.display()).unwrap();
+    writeln!(
+        md,
+        "- commit: `{commit}`; binary: `{}` ({size_mib:.2} MiB, {kind})",
+        bin.display()
+    )
+    .unwrap();
     writeln!(md, "- workload: {ANALYZERS} simulated analyzers on 8 TCP server sources, {per_analyzer} messages each per run (one ENQ…EOT transfer per 5-record Afinion-style message); every message committed to SQLite (WAL, synchronous=FULL) before its final ACK; latency = ENQ to final ACK seen by the analyzer").unwrap();
     writeln!(
         md,
@@ -271,6 +291,9 @@ fn main() {
         "| release binary size (x86-64) | {size_mib:.2} | | | MiB |\n"
     ));
     print!("{md}");
+    if !full {
+        return;
+    }
     let dir = root.join("benches/results");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("{date}-{host}.md"));

@@ -121,7 +121,7 @@ where
                                 last_corrupted = None;
                                 if opts
                                     .corrupt_every
-                                    .is_some_and(|n| n > 0 && frame_counter % n == 0)
+                                    .is_some_and(|n| n > 0 && frame_counter.is_multiple_of(n))
                                 {
                                     last_corrupted = Some(bytes.clone());
                                     corrupt_checksum(&mut bytes);

@@ -143,7 +143,7 @@ pub fn deframe(bytes: &[u8]) -> Deframed {
 pub struct ReceiverLimits {
     /// Most text bytes (FN, ETB/ETX and checksum not counted) one frame may carry; longer frames
     /// are NAKed with [`FrameError::TooLong`]. Real frames exceed 240 (a Yumizen H500 sends
-    /// 26 651 bytes, protocols.md §0.2). Capped at [`FRAME_CAPACITY`]. Default 65 536.
+    /// 26 651 bytes, protocols.md §0 item 2). Capped at [`FRAME_CAPACITY`]. Default 65 536.
     pub max_frame_bytes: usize,
     /// Silence allowed in the transfer phase before the half message is dropped. Default 30 s.
     pub timeout: Duration,
@@ -1767,10 +1767,10 @@ mod tests {
             let now = t0 + step * S;
             let mut to_sender = Vec::new();
             for mut bytes in std::mem::take(&mut to_receiver) {
-                if step == 20 {
-                    if let Some(b) = bytes.get_mut(3) {
-                        *b ^= 0x01; // line noise on one frame → NAK, retransmission
-                    }
+                if step == 20
+                    && let Some(b) = bytes.get_mut(3)
+                {
+                    *b ^= 0x01; // line noise on one frame → NAK, retransmission
                 }
                 for ev in r.feed(&bytes, now) {
                     match ev {

@@ -2,10 +2,10 @@
 //! and [`session`], which joins them into "a complete message is ready: commit it, then reply".
 //! See shared/reference/protocols.md §1.1–§1.2.
 
+pub mod decode;
 pub mod link;
 pub mod record;
 pub mod session;
-pub mod decode;
 
 #[cfg(test)]
 mod fixtures;

@@ -437,7 +437,7 @@ enum Escaped {
 }
 
 fn hex_bytes(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks(2)

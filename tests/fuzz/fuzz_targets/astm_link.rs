@@ -16,10 +16,17 @@ fuzz_target!(|data: &[u8]| {
     let (control, bytes) = data.split_at(data.len().min(2));
     let chunk_seed = control.first().copied().unwrap_or(0);
     let limit_seed = control.get(1).copied().unwrap_or(0);
-    let max_frame_bytes = if limit_seed & 1 == 0 { 65_536 } else { usize::from(limit_seed) };
+    let max_frame_bytes = if limit_seed & 1 == 0 {
+        65_536
+    } else {
+        usize::from(limit_seed)
+    };
 
     let t0 = Instant::now();
-    let mut rx = Receiver::new(ReceiverLimits { max_frame_bytes, timeout: Duration::from_secs(30) });
+    let mut rx = Receiver::new(ReceiverLimits {
+        max_frame_bytes,
+        timeout: Duration::from_secs(30),
+    });
     let mut accept = true;
     let mut offset = 0usize;
     let mut step = 0u64;

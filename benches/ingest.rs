@@ -24,11 +24,12 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// `n` distinct ports nobody listens on (all held until chosen, so none repeats).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 struct Gateway {
@@ -46,7 +47,7 @@ impl Drop for Gateway {
 
 fn start(bin: &Path, sources: usize) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
-    let addrs: Vec<SocketAddr> = (0..sources).map(|_| free_addr()).collect();
+    let addrs = free_addrs(sources);
     let mut cfg = format!(
         "[gateway]\nname = \"bench\"\ndata_dir = \"{}\"\n",
         dir.path().join("data").display()

@@ -1,11 +1,15 @@
 //! Wiring and supervision: open the store, start one task per enabled source, wait for a signal.
 
-use crate::config::{Config, Protocol, Transport};
+use crate::config::{Config, Dhis2Auth, Dhis2Settings, Protocol, Transport};
 use crate::ingest::{self, SourceCtx};
+use crate::pipeline;
 use crate::record::SourceId;
 use crate::store::{Store, WriterSettings};
+use crate::sync::client::{Auth, ClientSettings, Dhis2Client, Secret};
+use crate::tempr::{self, TemprSet};
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -91,11 +95,75 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
         }
     }
+    if let Some(d) = &config.dhis2 {
+        let (rc, client) = sync_parts(config, d)?;
+        tasks.spawn(pipeline::render_loop(
+            store.clone(),
+            config.store.path.clone(),
+            rc.clone(),
+        ));
+        let deliver = pipeline::Deliver {
+            store: store.clone(),
+            db: config.store.path.clone(),
+            client,
+            settings: d.clone(),
+            rc,
+        };
+        info!(url = %d.url, "DHIS2 sync enabled");
+        tasks.spawn(deliver.run());
+    } else {
+        info!("no [dhis2] section: buffering only");
+    }
     Ok(Running {
         store,
         listening,
         tasks,
     })
+}
+
+/// Load the Temprs and build the DHIS2 client from `[dhis2]` (reads the secret now, so a missing
+/// token file is reported at start-up with its path).
+pub fn sync_parts(
+    config: &Config,
+    d: &Dhis2Settings,
+) -> anyhow::Result<(pipeline::RenderCtx, Dhis2Client)> {
+    let temprs = TemprSet::load_dir(&d.temprs_dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "Temprs in {}:\n{}",
+            d.temprs_dir.display(),
+            lines.join("\n")
+        )
+    })?;
+    let rc = pipeline::RenderCtx {
+        temprs: Arc::new(temprs),
+        limits: tempr::Limits::default(),
+        gateway: config.gateway.name.clone(),
+        org_unit: d.org_unit.clone(),
+    };
+    let auth = match &d.auth {
+        Dhis2Auth::Token(t) => Auth::Token(Secret::new(t.read().map_err(anyhow::Error::msg)?)),
+        Dhis2Auth::Basic { username, password } => Auth::Basic {
+            username: username.clone(),
+            password: Secret::new(password.read().map_err(anyhow::Error::msg)?),
+        },
+    };
+    let extra_ca_pem = match &d.extra_ca_file {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("reading extra_ca_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let client = Dhis2Client::new(ClientSettings {
+        base_url: d.url.clone(),
+        auth,
+        timeout: d.timeout,
+        connect_timeout: Duration::from_secs(10),
+        extra_ca_pem,
+        max_body_bytes: 10 << 20,
+    })
+    .context("building the DHIS2 client")?;
+    Ok((rc, client))
 }
 
 /// Run until SIGINT or SIGTERM.

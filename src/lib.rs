@@ -7,12 +7,20 @@
 //! - [`ingest`]   transports (TCP server/client, RS-232): open, read, reply after commit, reconnect
 //! - [`store`]    the one SQLite writer (WAL, synchronous=FULL, group commit), migrations, queries
 //! - [`sim`]      an analyzer simulator that plays capture files over TCP or a serial port/pty
+//! - [`tempr`]    Temprs: builder / minijinja template / JavaScript (boa) → DHIS2 request, chains
+//! - [`sync`]     DHIS2 client, pure response classification, metadata cache and local validation
+//! - [`pipeline`] the stages after the commit: render to the outbox, deliver, record outcomes
+//! - [`dhis2sim`] a DHIS2 2.36–2.42 test server (the `dhis2-sim` binary), for tests and the demo
 //! - [`app`]      wiring and supervision only
 
 pub mod app;
 pub mod config;
+pub mod dhis2sim;
 pub mod ingest;
+pub mod pipeline;
 pub mod protocol;
 pub mod record;
 pub mod sim;
 pub mod store;
+pub mod sync;
+pub mod tempr;

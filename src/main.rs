@@ -3,9 +3,11 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pocketgate::config::{self, Encoding};
+use pocketgate::pipeline;
 use pocketgate::protocol::astm::decode;
 use pocketgate::sim::{self, SimOptions};
-use pocketgate::store::{Reader, RecordStatus};
+use pocketgate::store::{Reader, RecordStatus, Store, WriterSettings, outbox};
+use pocketgate::tempr::{self, TemprSet};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -53,6 +55,30 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Temprs: `tempr test` prints the request a Tempr would send for a record.
+    Tempr {
+        #[command(subcommand)]
+        command: TemprCommand,
+    },
+    /// Render stored messages again with the current Tempr versions (after fixing a mapping).
+    Rerender {
+        #[arg(long, default_value = "config/pocketgate.toml")]
+        config: PathBuf,
+        /// Only messages in this status (default: rejected, render_failed and unmatched).
+        #[arg(long)]
+        status: Option<RecordStatus>,
+    },
+    /// Deliver to DHIS2 now, or resume a paused sync.
+    Sync {
+        #[arg(long, default_value = "config/pocketgate.toml")]
+        config: PathBuf,
+        /// Render and send everything due, printing progress, then exit.
+        #[arg(long)]
+        now: bool,
+        /// Clear the pause (after fixing credentials or certificates).
+        #[arg(long)]
+        resume: bool,
+    },
     /// Play capture files as an analyzer would, over TCP or a serial port / pty.
     Simulate {
         /// Connect to the gateway's TCP server at this address.
@@ -70,6 +96,26 @@ enum Command {
         #[arg(long)]
         corrupt_every: Option<usize>,
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemprCommand {
+    /// Print the DHIS2 request a Tempr produces for a record (no network).
+    Test {
+        /// The Tempr's name.
+        #[arg(long)]
+        tempr: String,
+        /// A record as JSON: a line of `pocketgate records`, a list of observations, or the
+        /// output of `pocketgate decode` (JSON lines).
+        #[arg(long)]
+        record: PathBuf,
+        /// Directory of Tempr files.
+        #[arg(long, default_value = "config/temprs")]
+        temprs: PathBuf,
+        /// Org unit given to the Tempr as ctx.org_unit.
+        #[arg(long)]
+        org_unit: Option<String>,
     },
 }
 
@@ -160,6 +206,104 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 println!("{}", serde_json::to_string(&m)?);
             }
         }
+        Command::Tempr {
+            command:
+                TemprCommand::Test {
+                    tempr,
+                    record,
+                    temprs,
+                    org_unit,
+                },
+        } => {
+            let set = TemprSet::load_dir(&temprs).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                anyhow::anyhow!("{}", lines.join("\n"))
+            })?;
+            let t = set
+                .get(&tempr)
+                .with_context(|| format!("no Tempr named {tempr:?} in {}", temprs.display()))?;
+            let text = std::fs::read_to_string(&record)
+                .with_context(|| format!("reading {}", record.display()))?;
+            let view = record_from_json(&text)
+                .with_context(|| format!("{}: not a record", record.display()))?;
+            let ctx = serde_json::json!({
+                "gateway": {"name": "pocketgate"},
+                "org_unit": org_unit,
+                "previous": null,
+                "previous_request": null,
+            });
+            let matched = t.matcher.matches(&view);
+            let req = tempr::apply(t, &view, &ctx, &tempr::Limits::default())
+                .map_err(|e| anyhow::anyhow!("Tempr {} v{}: {e}", t.name, t.version))?;
+            println!("{}", serde_json::to_string_pretty(&req)?);
+            if !matched {
+                eprintln!(
+                    "note: Tempr {} does not match this record (its [match] rules); it would not run on it",
+                    t.name
+                );
+            }
+        }
+        Command::Rerender {
+            config: cfg,
+            status,
+        } => {
+            let config = config::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let n = runtime()?.block_on(async {
+                let store = Store::open(&config.store.path, WriterSettings::default())?;
+                store.write(move |tx| outbox::rerender(tx, status)).await
+            })?;
+            println!("{n} message(s) will be rendered again with the current Temprs");
+        }
+        Command::Sync {
+            config: cfg,
+            now,
+            resume,
+        } => {
+            let config = config::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(d) = config.dhis2.clone() else {
+                anyhow::bail!("{}: no [dhis2] section, nothing to sync to", cfg.display());
+            };
+            runtime()?.block_on(async {
+                let store = Store::open(&config.store.path, WriterSettings::default())?;
+                if resume {
+                    store
+                        .write(|tx| outbox::set_state(tx, "paused", None))
+                        .await?;
+                    println!("sync resumed");
+                }
+                if now {
+                    let (rc, client) = pocketgate::app::sync_parts(&config, &d)?;
+                    while pipeline::render_pass(&store, &config.store.path, &rc).await? > 0 {}
+                    let deliver = pipeline::Deliver {
+                        store: store.clone(),
+                        db: config.store.path.clone(),
+                        client,
+                        settings: d,
+                        rc,
+                    };
+                    let mut total = pipeline::PassStats::default();
+                    loop {
+                        let s = deliver.pass().await?;
+                        total.requests += s.requests;
+                        total.delivered += s.delivered;
+                        total.rejected += s.rejected;
+                        total.retried += s.retried;
+                        let counts = outbox::outbox_counts(Reader::open(&config.store.path)?.conn())?;
+                        eprint!("\r{} requests: {} delivered, {} rejected, {} to retry   {counts:?}", total.requests, total.delivered, total.rejected, total.retried);
+                        if s.paused {
+                            eprintln!();
+                            anyhow::bail!("sync paused: see `pocketgate records` and the log; fix, then --resume");
+                        }
+                        if s.requests == 0 || s.retried > 0 {
+                            break;
+                        }
+                        while pipeline::render_pass(&store, &config.store.path, &deliver.rc).await? > 0 {}
+                    }
+                    eprintln!();
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
         Command::Simulate {
             tcp,
             serial,
@@ -206,6 +350,41 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A record view for `tempr test` from what the CLI prints elsewhere.
+fn record_from_json(text: &str) -> anyhow::Result<serde_json::Value> {
+    use pocketgate::record::Observation;
+    let first = text.trim_start();
+    let observations: Vec<Observation> = if first.starts_with('[') {
+        serde_json::from_str(text)?
+    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        if v.get("results").is_some() {
+            return Ok(v); // already a record view
+        }
+        match v.get("observations") {
+            Some(o) => serde_json::from_value(o.clone())?,
+            None => vec![serde_json::from_value(v)?],
+        }
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?
+    };
+    let id = observations
+        .first()
+        .and_then(|o| o.raw_id)
+        .map_or(0, |r| r.0);
+    let source = observations
+        .first()
+        .map(|o| o.source.clone())
+        .unwrap_or_default();
+    let received = observations
+        .first()
+        .and_then(|o| o.received_at.clone())
+        .unwrap_or_default();
+    Ok(tempr::record_view(id, &source, &received, &observations))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

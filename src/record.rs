@@ -62,3 +62,31 @@ pub struct Observation {
     /// Vendor details that have no canonical slot (GeneXpert panel/analyte/Ct, reagent lot, …).
     pub extra: BTreeMap<String, String>,
 }
+
+/// Which DHIS2 API a rendered request goes to (shared/reference/dhis2.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `POST /api/tracker` (2.36+): trackedEntities / enrollments / events / relationships.
+    Tracker,
+    /// Legacy `POST /api/events` (2.36–2.41 only).
+    Events,
+    /// `POST /api/dataValueSets`.
+    DataValueSets,
+    /// `GET` of `Dhis2Request::path` (a lookup inside a Tempr chain).
+    Get,
+}
+
+/// What a Tempr produces: one DHIS2 call. Object UIDs inside `body` are deterministic
+/// (derived from the record's identity), so sending it twice updates instead of duplicating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dhis2Request {
+    pub endpoint: Endpoint,
+    /// Only for `Endpoint::Get`: path and query below the server root, e.g.
+    /// `/api/trackedEntities?program=Lt6P15ps7f6&filter=…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The JSON payload (`{"events":[…]}`, `{"trackedEntities":[…]}`, `{"dataValues":[…]}`); null for Get.
+    #[serde(default)]
+    pub body: serde_json::Value,
+}

@@ -18,6 +18,67 @@ pub struct Config {
     pub store: StoreSettings,
     pub limits: Limits,
     pub sources: Vec<SourceConfig>,
+    /// Where results go; `None` = buffer only.
+    pub dhis2: Option<Dhis2Settings>,
+}
+
+/// `[dhis2]`, validated. Secrets are named here (file or env var), read when sync starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dhis2Settings {
+    pub url: String,
+    pub auth: Dhis2Auth,
+    pub temprs_dir: PathBuf,
+    pub org_unit: Option<String>,
+    pub timeout: Duration,
+    pub batch_events: usize,
+    pub batch_tracked_entities: usize,
+    pub batch_data_values: usize,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dhis2Auth {
+    Basic {
+        username: String,
+        password: SecretRef,
+    },
+    Token(SecretRef),
+}
+
+/// Where a secret lives; the secret itself never enters the config, logs or the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretRef {
+    /// Read the secret (first line of the file, or the variable), naming what failed.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretRef::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))
+                .and_then(|s| {
+                    let line = s.lines().next().unwrap_or("").trim().to_owned();
+                    if line.is_empty() {
+                        Err(format!("secret file {} is empty", p.display()))
+                    } else {
+                        Ok(line)
+                    }
+                }),
+            SecretRef::Env(v) => std::env::var(v)
+                .map_err(|_| format!("environment variable {v} is not set"))
+                .and_then(|s| {
+                    if s.trim().is_empty() {
+                        Err(format!("environment variable {v} is empty"))
+                    } else {
+                        Ok(s.trim().to_owned())
+                    }
+                }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +278,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A DHIS2 UID: 11 characters, a letter then letters/digits (dhis2.md §3).
+pub fn valid_uid(s: &str) -> bool {
+    s.len() == 11
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
 
 /// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"`: whole number, then unit, no space.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -484,6 +552,10 @@ impl Check<'_> {
             }
         }
         self.conflicts(&raw.sources, &sources);
+        let dhis2 = match &raw.dhis2 {
+            Some(d) => Some(self.dhis2(d)?),
+            None => None,
+        };
 
         Some(Config {
             gateway: Gateway {
@@ -497,7 +569,150 @@ impl Check<'_> {
             },
             limits,
             sources: sources.into_iter().map(|(_, s)| s).collect(),
+            dhis2,
         })
+    }
+
+    fn dhis2(&mut self, d: &raw::RawDhis2) -> Option<Dhis2Settings> {
+        let table_line = self.line_of(&["dhis2"]);
+        let url = match self.required(
+            "dhis2.url",
+            &d.url,
+            table_line,
+            "e.g. url = \"https://dhis2.example.org\"",
+        ) {
+            Some((u, line)) => {
+                let u = u.trim_end_matches('/').to_owned();
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    self.error(
+                        "dhis2.url",
+                        line,
+                        format!(
+                            "\"{u}\" must start with https:// (or http:// on a trusted network)"
+                        ),
+                    );
+                }
+                if u.ends_with("/api") {
+                    self.error("dhis2.url", line, "leave out the trailing /api");
+                }
+                Some(u)
+            }
+            None => None,
+        };
+        let secret = |check: &mut Self,
+                      file: &Option<Val<PathBuf>>,
+                      env: &Option<Val<String>>,
+                      what: &str| {
+            let f = check
+                .get(&format!("dhis2.{what}_file"), file)
+                .map(|(p, _)| p.clone());
+            let e = check
+                .get(&format!("dhis2.{what}_env"), env)
+                .map(|(v, _)| v.clone());
+            match (f, e) {
+                (Some(_), Some(_)) => {
+                    check.error(
+                        &format!("dhis2.{what}_env"),
+                        table_line,
+                        format!("give {what}_file or {what}_env, not both"),
+                    );
+                    None
+                }
+                (Some(p), None) => Some(SecretRef::File(p)),
+                (None, Some(v)) => Some(SecretRef::Env(v)),
+                (None, None) => None,
+            }
+        };
+        let token = secret(self, &d.token_file, &d.token_env, "token");
+        let password = secret(self, &d.password_file, &d.password_env, "password");
+        let username = self
+            .get("dhis2.username", &d.username)
+            .map(|(u, _)| u.clone());
+        let auth = match (token, username, password) {
+            (Some(t), None, None) => Some(Dhis2Auth::Token(t)),
+            (None, Some(username), Some(password)) => Some(Dhis2Auth::Basic { username, password }),
+            (None, Some(_), None) => {
+                self.error(
+                    "dhis2.username",
+                    table_line,
+                    "needs password_file or password_env",
+                );
+                None
+            }
+            (None, None, Some(_)) => {
+                self.error("dhis2.password_file", table_line, "needs username");
+                None
+            }
+            (None, None, None) => {
+                self.error("dhis2", table_line, "needs credentials: token_file/token_env, or username with password_file/password_env");
+                None
+            }
+            (Some(_), _, _) => {
+                self.error(
+                    "dhis2.token_file",
+                    table_line,
+                    "give a token or a username/password, not both",
+                );
+                None
+            }
+        };
+        let temprs_dir = self
+            .get("dhis2.temprs", &d.temprs)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| PathBuf::from("config/temprs"));
+        let org_unit = match self.get("dhis2.org_unit", &d.org_unit) {
+            Some((ou, line)) => {
+                if !valid_uid(ou) {
+                    self.error("dhis2.org_unit", line, format!("\"{ou}\" is not a DHIS2 UID (11 letters/digits, starting with a letter)"));
+                }
+                Some(ou.clone())
+            }
+            None => None,
+        };
+        let timeout = self.duration(
+            "dhis2.timeout",
+            &d.timeout,
+            Duration::from_secs(60),
+            Duration::from_secs(1)..=Duration::from_secs(600),
+        );
+        let retry_min = self.duration(
+            "dhis2.retry_min",
+            &d.retry_min,
+            Duration::from_secs(5),
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+        );
+        let retry_max = self.duration(
+            "dhis2.retry_max",
+            &d.retry_max,
+            Duration::from_secs(600),
+            Duration::from_secs(1)..=Duration::from_secs(86_400),
+        );
+        let settings = Dhis2Settings {
+            url: url?,
+            auth: auth?,
+            temprs_dir,
+            org_unit,
+            timeout,
+            batch_events: self.int("dhis2.batch_events", &d.batch_events, 60, 1..=1000),
+            batch_tracked_entities: self.int(
+                "dhis2.batch_tracked_entities",
+                &d.batch_tracked_entities,
+                20,
+                1..=1000,
+            ),
+            batch_data_values: self.int(
+                "dhis2.batch_data_values",
+                &d.batch_data_values,
+                10_000,
+                1..=100_000,
+            ),
+            retry_min,
+            retry_max: retry_max.max(retry_min),
+            extra_ca_file: self
+                .get("dhis2.extra_ca_file", &d.extra_ca_file)
+                .map(|(p, _)| p.clone()),
+        };
+        Some(settings)
     }
 
     fn source(&mut self, i: usize, s: &RawSource) -> Option<SourceConfig> {

@@ -33,6 +33,45 @@ pub struct RawConfig {
     /// `[[sources]]`: one table per analyzer connection.
     #[serde(default)]
     pub sources: Vec<RawSource>,
+    /// `[dhis2]`: where stored results are delivered. Without it pocketgate only buffers.
+    pub dhis2: Option<RawDhis2>,
+}
+
+/// `[dhis2]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhis2 {
+    /// Required. The server's base URL, without `/api`: `https://dhis2.example.org` or
+    /// `https://example.org/dhis`.
+    pub url: Option<Val<String>>,
+    /// Basic auth user name (with `password_file` or `password_env`).
+    pub username: Option<Val<String>>,
+    /// File holding the password (first line). Secrets are never written in this file.
+    pub password_file: Option<Val<PathBuf>>,
+    /// Environment variable holding the password.
+    pub password_env: Option<Val<String>>,
+    /// File holding a personal access token (`d2pat_…`/`d2p_…`, DHIS2 2.38+); preferred over Basic.
+    pub token_file: Option<Val<PathBuf>>,
+    /// Environment variable holding a personal access token.
+    pub token_env: Option<Val<String>>,
+    /// Directory of Tempr files. Default `config/temprs`.
+    pub temprs: Option<Val<PathBuf>>,
+    /// Default organisation unit UID given to Temprs as `ctx.org_unit`.
+    pub org_unit: Option<Val<String>>,
+    /// Per-request timeout. Default `"60s"` (nginx's proxy timeout in front of DHIS2).
+    pub timeout: Option<Val<RawDuration>>,
+    /// Most events per request. Default 60 (DHIS2's own event sync page size).
+    pub batch_events: Option<Val<i64>>,
+    /// Most tracked entities per request. Default 20 (DHIS2's own tracker sync page size).
+    pub batch_tracked_entities: Option<Val<i64>>,
+    /// Most data values per request. Default 10000.
+    pub batch_data_values: Option<Val<i64>>,
+    /// First retry delay after a failed send; doubles (with jitter) up to `retry_max`. Default `"5s"`.
+    pub retry_min: Option<Val<RawDuration>>,
+    /// Longest retry delay. Default `"10m"`.
+    pub retry_max: Option<Val<RawDuration>>,
+    /// PEM file with an extra CA certificate (a self-hosted server's own CA).
+    pub extra_ca_file: Option<Val<PathBuf>>,
 }
 
 /// `[gateway]`
@@ -629,6 +668,7 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
             "gateway" => table(key, node, keys_of::<RawGateway>(), errors),
             "store" => table(key, node, keys_of::<RawStore>(), errors),
             "limits" => table(key, node, keys_of::<RawLimits>(), errors),
+            "dhis2" => table(key, node, keys_of::<RawDhis2>(), errors),
             "sources" => match &node.kind {
                 Kind::Array(items) => {
                     for (i, item) in items.iter().enumerate() {

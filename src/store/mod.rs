@@ -14,17 +14,26 @@ use std::str::FromStr;
 use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod outbox;
+
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_outbox.sql"),
+];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
     /// Stored and parsed; waiting for a Tempr.
     Received,
     /// Stored raw, but the parser reported errors (see `parse_errors`).
     Invalid,
+    /// No Tempr matches it (kept; a new Tempr or `pocketgate rerender` picks it up).
+    Unmatched,
+    /// A Tempr failed on it (the error is on the message); fix the Tempr and re-render.
+    RenderFailed,
     /// A Tempr produced its request(s); waiting in the outbox.
     Rendered,
     /// DHIS2 accepted it.
@@ -34,9 +43,11 @@ pub enum RecordStatus {
 }
 
 impl RecordStatus {
-    pub const ALL: [RecordStatus; 5] = [
+    pub const ALL: [RecordStatus; 7] = [
         Self::Received,
         Self::Invalid,
+        Self::Unmatched,
+        Self::RenderFailed,
         Self::Rendered,
         Self::Delivered,
         Self::Rejected,
@@ -46,6 +57,8 @@ impl RecordStatus {
         match self {
             Self::Received => "received",
             Self::Invalid => "invalid",
+            Self::Unmatched => "unmatched",
+            Self::RenderFailed => "render_failed",
             Self::Rendered => "rendered",
             Self::Delivered => "delivered",
             Self::Rejected => "rejected",
@@ -165,12 +178,26 @@ impl Default for WriterSettings {
 }
 
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+/// Delivers a write's result once its transaction's fate is known (`Some` = COMMIT failed).
+type Finish = Box<dyn FnOnce(Option<rusqlite::Error>) + Send>;
+/// A write closure: does its work, says whether to commit, and how to report the outcome.
+type Exec = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> (bool, Finish) + Send>;
+
+/// Work for the writer thread.
+enum Job {
+    /// A received message; commits are grouped.
+    Commit(NewMessage, Reply),
+    /// Any other write (rendering, sync outcomes), in its own transaction.
+    Exec(Exec),
+}
 
 /// Handle to the single writer thread. Cheap to clone; the thread stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<(NewMessage, Reply)>,
+    tx: mpsc::Sender<Job>,
     path: PathBuf,
+    /// Bumped after every committed write; later stages wait on it instead of polling.
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -184,9 +211,11 @@ impl Store {
         migrate(&conn)?;
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let max_batch = settings.max_batch.max(1);
+        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let notify = changes.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || writer_loop(conn, rx, max_batch, &notify))
             .map_err(|e| StoreError::Open {
                 path: path.to_owned(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
@@ -194,7 +223,41 @@ impl Store {
         Ok(Store {
             tx,
             path: path.to_owned(),
+            changes,
         })
+    }
+
+    /// A receiver that wakes whenever the writer committed something.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Run `f` on the writer thread inside one transaction, committed when `f` returns `Ok` and
+    /// rolled back when it returns `Err`.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Exec = Box::new(move |tx| {
+            let result = f(tx);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let _ = reply.send(match commit_error {
+                    Some(e) => Err(e),
+                    None => result,
+                });
+            });
+            (ok, finish)
+        });
+        self.tx
+            .send(Job::Exec(job))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Query)
     }
 
     pub fn path(&self) -> &Path {
@@ -208,7 +271,7 @@ impl Store {
         // The queue is bounded: when the disk is slower than the analyzers, ingest waits here
         // (the device waits for its ACK) instead of memory growing.
         self.tx
-            .send((msg, reply))
+            .send(Job::Commit(msg, reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -259,28 +322,78 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 fn writer_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<(NewMessage, Reply)>,
+    mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
+    changes: &tokio::sync::watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut held: Option<Exec> = None;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Exec(f) => {
+                    held = Some(f);
+                    break;
+                }
+                Job::Commit(msg, reply) => batch.push((msg, reply)),
+            }
+            if batch.len() < max_batch {
+                next = rx.try_recv().ok();
             }
         }
-        let results = commit_batch(&mut conn, &batch);
-        for ((msg, reply), result) in batch.drain(..).zip(results) {
-            let result = result.map_err(|error| StoreError::Commit {
-                source_id: msg.source.clone(),
-                error,
-            });
-            // The ingest side may have gone (connection dropped): the row is stored regardless,
-            // and the device's resend will be recognised as a duplicate.
-            let _ = reply.send(result);
+        if !batch.is_empty() {
+            let results = commit_batch(&mut conn, &batch);
+            let mut stored = false;
+            for ((msg, reply), result) in batch.drain(..).zip(results) {
+                stored |= matches!(
+                    result,
+                    Ok(Committed {
+                        duplicate: false,
+                        ..
+                    })
+                );
+                let result = result.map_err(|error| StoreError::Commit {
+                    source_id: msg.source.clone(),
+                    error,
+                });
+                // The ingest side may have gone (connection dropped): the row is stored regardless,
+                // and the device's resend will be recognised as a duplicate.
+                let _ = reply.send(result);
+            }
+            if stored {
+                changes.send_modify(|n| *n += 1);
+            }
         }
+        if let Some(f) = held.take() {
+            run_exec(&mut conn, f);
+            changes.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// Run one `Store::write` closure in its own transaction; its caller hears the result only after
+/// the COMMIT (or rollback). A failed BEGIN drops the closure, so the caller sees `WriterGone`-like
+/// failure through its closed reply channel and does the work again later.
+fn run_exec(conn: &mut Connection, f: Exec) {
+    match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => {
+            let (ok, finish) = f(&tx);
+            if ok {
+                match tx.commit() {
+                    Ok(()) => finish(None),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store write could not commit");
+                        finish(Some(e));
+                    }
+                }
+            } else {
+                // Dropping the uncommitted transaction rolls it back.
+                drop(tx);
+                finish(None);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "store write could not begin"),
     }
 }
 
@@ -402,6 +515,8 @@ pub struct StoredMessage {
     pub received_at: String,
     pub status: String,
     pub parse_errors: Option<String>,
+    /// Why rendering or delivery failed (Tempr error, DHIS2 error code and message).
+    pub error: Option<String>,
     pub observations: Vec<Observation>,
 }
 
@@ -431,7 +546,7 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, source, protocol, received_at, status, parse_errors FROM messages
+            "SELECT id, source, protocol, received_at, status, parse_errors, error FROM messages
              WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
@@ -442,6 +557,7 @@ impl Reader {
                 received_at: r.get(3)?,
                 status: r.get(4)?,
                 parse_errors: r.get(5)?,
+                error: r.get(6)?,
                 observations: Vec::new(),
             })
         })?;
@@ -464,6 +580,11 @@ impl Reader {
             }
         }
         Ok(out)
+    }
+
+    /// The read connection, for the stage queries in [`outbox`].
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Number of stored messages (all statuses).

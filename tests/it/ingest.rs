@@ -129,7 +129,9 @@ async fn resend_of_a_stored_message_is_acked_and_not_stored_twice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_analyzers_at_once_on_different_ports() {
-    let (a, b) = (free_addr(), free_addr());
+    let [a, b] = free_addrs(2)[..] else {
+        unreachable!()
+    };
     let gw = Gateway::start(&format!(
         "{}\n{}",
         tcp_source("xn", a, "30s"),
@@ -232,4 +234,42 @@ async fn missing_serial_port_does_not_stop_a_tcp_source() {
     assert_eq!(report.acked.len(), 3);
     gw.wait_log("cannot open serial port");
     assert_eq!(texts(&gw, "gx"), msgs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unplugged_serial_adapter_is_reopened_when_it_comes_back() {
+    let mut pty = PtyPair::new();
+    let mut gw = Gateway::start(&serial_source("xp", &pty.a));
+    gw.wait_log("serial port open");
+    let msgs = numbered_messages(2);
+    let mut port = sim::open_serial(pty.b.to_str().unwrap(), 9600)
+        .await
+        .unwrap();
+    let first = sim::play(&mut port, &msgs[..1], &SimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.acked, vec![0]);
+    drop(port);
+
+    // Unplug: the pty pair disappears under the gateway; then the same device comes back.
+    pty.replug();
+    gw.wait_log("serial link ended; reopening");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while gw.log().matches("serial port open").count() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "never reopened:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut port = sim::open_serial(pty.b.to_str().unwrap(), 9600)
+        .await
+        .unwrap();
+    let second = sim::play(&mut port, &msgs[1..], &SimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(second.acked, vec![0], "{second:?}\n{}", gw.log());
+    gw.kill9();
+    assert_eq!(texts(&gw, "xp"), msgs);
 }

@@ -3,3 +3,4 @@
 mod cli;
 mod ingest;
 mod support;
+mod sync;

@@ -11,7 +11,8 @@ CREATE TABLE messages (
     text          BLOB    NOT NULL,             -- reassembled record text
     parse_errors  TEXT,                         -- NULL when the message parsed cleanly
     status        TEXT    NOT NULL DEFAULT 'received'
-                  CHECK (status IN ('received', 'invalid', 'rendered', 'delivered', 'rejected')),
+                  CHECK (status IN ('received', 'invalid', 'unmatched', 'render_failed',
+                                    'rendered', 'delivered', 'rejected')),
     UNIQUE (source, content_hash)
 );
 CREATE INDEX messages_status ON messages (status, id);

@@ -1,0 +1,598 @@
+//! The stages after the durable commit: render (stored message → Tempr → outbox row) and
+//! deliver (outbox rows → DHIS2 → outcome). Each stage reads the database and is woken by the
+//! store's change notification; nothing here holds the only copy of anything: a row is
+//! `pending` until DHIS2's answer has been classified and committed, so a crash re-sends it with
+//! the same deterministic UIDs (an update under CREATE_AND_UPDATE, never a duplicate).
+
+use crate::config::Dhis2Settings;
+use crate::record::{Dhis2Request, Endpoint, RecordId};
+use crate::store::outbox::{self, NewRequest, OutboxRow, Rendered, ToRender};
+use crate::store::{Reader, Store, StoreError};
+use crate::sync::classify::{ObjectError, Outcome};
+use crate::sync::client::{Dhis2Client, ResponseBody, SendOptions};
+use crate::tempr::{self, TemprSet};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
+
+/// Messages rendered per pass.
+const RENDER_BATCH: usize = 100;
+
+/// What every Tempr run gets besides the record (`ctx`).
+#[derive(Clone)]
+pub struct RenderCtx {
+    pub temprs: Arc<TemprSet>,
+    pub limits: tempr::Limits,
+    pub gateway: String,
+    pub org_unit: Option<String>,
+}
+
+impl RenderCtx {
+    fn ctx(&self, previous: Option<(&Value, &Dhis2Request)>) -> Value {
+        json!({
+            "gateway": { "name": self.gateway },
+            "org_unit": self.org_unit,
+            "previous": previous.map(|(resp, _)| resp.clone()),
+            "previous_request": previous.map(|(_, req)| serde_json::to_value(req).unwrap_or(Value::Null)),
+        })
+    }
+
+    /// Render every matching chain head for one stored message (pure but for script threads).
+    pub fn render(&self, m: &ToRender) -> Rendered {
+        let record = tempr::record_view(m.id.0, &m.source, &m.received_at, &m.observations);
+        let heads = self.temprs.matching(&record);
+        if heads.is_empty() {
+            return Rendered::Unmatched;
+        }
+        let ctx = self.ctx(None);
+        let mut out = Vec::new();
+        for t in heads {
+            match tempr::apply(t, &record, &ctx, &self.limits) {
+                Ok(request) => out.push(NewRequest {
+                    tempr: t.name.clone(),
+                    tempr_version: t.version,
+                    step: 0,
+                    request,
+                }),
+                Err(e) => return Rendered::Failed(format!("Tempr {} v{}: {e}", t.name, t.version)),
+            }
+        }
+        Rendered::Requests(out)
+    }
+
+    /// Render the next step of a chain with the previous step's response.
+    fn render_next(
+        &self,
+        m: &ToRender,
+        row: &OutboxRow,
+        response: &Value,
+    ) -> Option<Result<NewRequest, String>> {
+        let current = self.temprs.get(&row.tempr)?;
+        let next_name = current.next.as_ref()?;
+        let Some(next) = self.temprs.get(next_name) else {
+            return Some(Err(format!(
+                "Tempr {} names next {next_name}, which does not exist",
+                row.tempr
+            )));
+        };
+        let record = tempr::record_view(m.id.0, &m.source, &m.received_at, &m.observations);
+        let ctx = self.ctx(Some((response, &row.request)));
+        Some(
+            tempr::apply(next, &record, &ctx, &self.limits)
+                .map(|request| NewRequest {
+                    tempr: next.name.clone(),
+                    tempr_version: next.version,
+                    step: row.step + 1,
+                    request,
+                })
+                .map_err(|e| format!("Tempr {} v{}: {e}", next.name, next.version)),
+        )
+    }
+}
+
+/// Render stored messages for ever (woken by new commits).
+pub async fn render_loop(store: Store, db: PathBuf, rc: RenderCtx) {
+    let mut changes = store.subscribe();
+    loop {
+        match render_pass(&store, &db, &rc).await {
+            Ok(0) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+            }
+            Ok(n) => debug!(rendered = n, "render pass"),
+            Err(e) => {
+                warn!(error = %e, "render pass failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// One pass: render up to a batch of `received` messages. Returns how many were handled.
+pub async fn render_pass(
+    store: &Store,
+    db: &std::path::Path,
+    rc: &RenderCtx,
+) -> Result<usize, StoreError> {
+    let reader = Reader::open(db)?;
+    let batch = outbox::to_render(reader.conn(), RENDER_BATCH)?;
+    drop(reader);
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let rc2 = rc.clone();
+    // Script Temprs may run up to their wall-clock budget: keep them off the async threads.
+    let results = tokio::task::spawn_blocking(move || {
+        batch
+            .iter()
+            .map(|m| (m.id, rc2.render(m)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| StoreError::WriterGone)?;
+    let n = results.len();
+    for (id, r) in &results {
+        if let Rendered::Failed(e) = r {
+            warn!(message = %id, error = %e, "render failed");
+        }
+    }
+    store
+        .write(move |tx| {
+            for (id, r) in &results {
+                outbox::record_render(tx, *id, r)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(n)
+}
+
+/// Everything the deliver stage needs.
+pub struct Deliver {
+    pub store: Store,
+    pub db: PathBuf,
+    pub client: Dhis2Client,
+    pub settings: Dhis2Settings,
+    pub rc: RenderCtx,
+}
+
+/// What one deliver pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassStats {
+    pub requests: usize,
+    pub delivered: usize,
+    pub rejected: usize,
+    pub retried: usize,
+    /// Sync is paused (401/403/302/TLS); the reason is in `sync_state.paused`.
+    pub paused: bool,
+}
+
+impl Deliver {
+    /// Deliver for ever: send due rows, sleep until the next is due or something new is stored.
+    pub async fn run(self) {
+        let mut changes = self.store.subscribe();
+        loop {
+            if let Some(why) = self.paused() {
+                warn!(reason = %why, "sync paused; fix the cause, then run `pocketgate sync --resume`");
+                let _ = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
+                continue;
+            }
+            match self.pass().await {
+                Ok(stats) if stats.requests > 0 => {
+                    debug!(?stats, "deliver pass");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "deliver pass failed"),
+            }
+            let wait = Reader::open(&self.db)
+                .ok()
+                .and_then(|r| outbox::next_due_in_ms(r.conn()).ok().flatten())
+                .map(|ms| Duration::from_millis(ms.max(50) as u64))
+                .unwrap_or(Duration::from_secs(30))
+                .min(Duration::from_secs(30));
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        }
+    }
+
+    fn paused(&self) -> Option<String> {
+        let r = Reader::open(&self.db).ok()?;
+        outbox::get_state(r.conn(), "paused").ok().flatten()
+    }
+
+    /// Send one batch of due rows and record the outcome.
+    pub async fn pass(&self) -> Result<PassStats, StoreError> {
+        let reader = Reader::open(&self.db)?;
+        let due = outbox::due(reader.conn(), self.max_rows())?;
+        drop(reader);
+        let Some(first) = due.first() else {
+            return Ok(PassStats::default());
+        };
+        let endpoint = first.request.endpoint;
+        let batch: Vec<OutboxRow> = if endpoint == Endpoint::Get {
+            vec![first.clone()]
+        } else {
+            let limit = self.limit_for(endpoint);
+            due.into_iter()
+                .take_while(|r| r.request.endpoint == endpoint)
+                .take(limit)
+                .collect()
+        };
+        let mut stats = PassStats::default();
+        self.send_rows(batch, &mut stats).await?;
+        Ok(stats)
+    }
+
+    fn max_rows(&self) -> usize {
+        self.settings
+            .batch_events
+            .max(self.settings.batch_tracked_entities)
+            .max(1)
+    }
+
+    fn limit_for(&self, endpoint: Endpoint) -> usize {
+        match endpoint {
+            Endpoint::Tracker => self.settings.batch_tracked_entities.max(1),
+            Endpoint::Events => self.settings.batch_events.max(1),
+            Endpoint::DataValueSets => self.settings.batch_events.max(1),
+            Endpoint::Get => 1,
+        }
+    }
+
+    /// Send `rows` as one request; on a whole-batch rejection or a 413, send them one by one so a
+    /// single bad record cannot hold back the others.
+    async fn send_rows(
+        &self,
+        rows: Vec<OutboxRow>,
+        stats: &mut PassStats,
+    ) -> Result<(), StoreError> {
+        let request = merge(&rows);
+        stats.requests += 1;
+        let opts = SendOptions {
+            async_mode: false,
+            atomic_object: true,
+        };
+        let (outcome, body) = match self.client.send(&request, &opts).await {
+            Ok((outcome, meta)) => (outcome, body_json(meta.body)),
+            Err(e) => (e.outcome(), json!({ "error": e.to_string() })),
+        };
+        let isolate = rows.len() > 1
+            && matches!(
+                outcome,
+                Outcome::Rejected(_) | Outcome::Retry { split: true, .. }
+            );
+        if isolate {
+            debug!(
+                rows = rows.len(),
+                "batch refused as a whole; sending rows one by one"
+            );
+            for row in rows {
+                Box::pin(self.send_rows(vec![row], stats)).await?;
+            }
+            return Ok(());
+        }
+        self.record(rows, outcome, body, stats).await
+    }
+
+    async fn record(
+        &self,
+        rows: Vec<OutboxRow>,
+        outcome: Outcome,
+        body: Value,
+        stats: &mut PassStats,
+    ) -> Result<(), StoreError> {
+        let response = body.to_string();
+        match outcome {
+            Outcome::Delivered(_) => self.delivered(rows, &[], &body, &response, stats).await,
+            Outcome::Partial { rejected, .. } => {
+                self.delivered(rows, &rejected, &body, &response, stats)
+                    .await
+            }
+            Outcome::Rejected(errors) => {
+                let why = describe(&errors);
+                stats.rejected += rows.len();
+                warn!(rows = rows.len(), error = %why, "DHIS2 rejected");
+                self.store
+                    .write(move |tx| {
+                        for r in &rows {
+                            outbox::mark_rejected(tx, r.id, &why, &response)?;
+                            outbox::settle_message(tx, r.message_id)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+            Outcome::Retry { why, .. } | Outcome::Job { id: why } => {
+                stats.retried += rows.len();
+                let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+                let delay = backoff(
+                    self.settings.retry_min,
+                    self.settings.retry_max,
+                    attempts,
+                    rows[0].id as u64,
+                );
+                info!(rows = rows.len(), reason = %why, retry_in = ?delay, "DHIS2 not reachable or busy; will retry");
+                let ms = delay.as_millis() as i64;
+                self.store
+                    .write(move |tx| {
+                        for r in &rows {
+                            outbox::mark_retry(tx, r.id, &why, ms)?;
+                        }
+                        outbox::set_state(tx, "link", Some(&format!("down: {why}")))
+                    })
+                    .await
+            }
+            Outcome::Pause { why } => {
+                stats.paused = true;
+                error!(reason = %why, "sync paused");
+                self.store
+                    .write(move |tx| outbox::set_state(tx, "paused", Some(&why)))
+                    .await
+            }
+        }
+    }
+
+    /// Rows whose objects DHIS2 accepted become delivered (and render their chain's next step);
+    /// rows with an object in `rejected` become rejected with that error.
+    async fn delivered(
+        &self,
+        rows: Vec<OutboxRow>,
+        rejected: &[ObjectError],
+        body: &Value,
+        response: &str,
+        stats: &mut PassStats,
+    ) -> Result<(), StoreError> {
+        let reader = Reader::open(&self.db)?;
+        let mut plan = Vec::new();
+        for row in rows {
+            let uids = object_uids(&row.request.body);
+            let errors: Vec<ObjectError> = rejected
+                .iter()
+                .filter(|e| e.uid.as_ref().is_some_and(|u| uids.contains(u)))
+                .cloned()
+                .collect();
+            if !errors.is_empty() {
+                stats.rejected += 1;
+                plan.push((row, Err(describe(&errors)), None));
+                continue;
+            }
+            stats.delivered += 1;
+            let next = match outbox::message(reader.conn(), row.message_id)? {
+                Some(m) => self.rc.render_next(&m, &row, body),
+                None => None,
+            };
+            plan.push((row, Ok(()), next));
+        }
+        drop(reader);
+        let response = response.to_owned();
+        self.store
+            .write(move |tx| {
+                let mut touched: Vec<RecordId> = Vec::new();
+                for (row, result, next) in &plan {
+                    match result {
+                        Ok(()) => {
+                            outbox::mark_delivered(tx, row.id, &response)?;
+                            match next {
+                                Some(Ok(req)) => {
+                                    outbox::insert_request(tx, row.message_id, req)?;
+                                }
+                                Some(Err(e)) => {
+                                    tx.execute(
+                                        "UPDATE messages SET status = 'render_failed', error = ?2 WHERE id = ?1",
+                                        rusqlite::params![row.message_id.0, e],
+                                    )?;
+                                    continue;
+                                }
+                                None => {}
+                            }
+                        }
+                        Err(why) => outbox::mark_rejected(tx, row.id, why, &response)?,
+                    }
+                    touched.push(row.message_id);
+                }
+                for id in touched {
+                    outbox::settle_message(tx, id)?;
+                }
+                outbox::set_state(tx, "link", Some("up"))
+            })
+            .await
+    }
+}
+
+/// One request for a batch of rows of the same endpoint: arrays are concatenated in row order.
+pub fn merge(rows: &[OutboxRow]) -> Dhis2Request {
+    if rows.len() == 1 {
+        return rows[0].request.clone();
+    }
+    let endpoint = rows[0].request.endpoint;
+    let keys: &[&str] = match endpoint {
+        Endpoint::Tracker => &["trackedEntities", "enrollments", "events", "relationships"],
+        Endpoint::Events => &["events"],
+        Endpoint::DataValueSets => &["dataValues"],
+        Endpoint::Get => &[],
+    };
+    let mut merged = serde_json::Map::new();
+    for row in rows {
+        let body = &row.request.body;
+        for key in keys {
+            let items: Vec<Value> = match (endpoint, body.get(*key)) {
+                (_, Some(Value::Array(a))) => a.clone(),
+                // A single legacy event without the {"events": […]} wrapper.
+                (Endpoint::Events, None) if body.get("event").is_some() => vec![body.clone()],
+                _ => Vec::new(),
+            };
+            let items = if endpoint == Endpoint::DataValueSets {
+                // Values inherit the set-level period/orgUnit/attributeOptionCombo they were rendered with.
+                items
+                    .into_iter()
+                    .map(|mut v| {
+                        for k in ["period", "orgUnit", "attributeOptionCombo"] {
+                            if let (Some(obj), Some(top)) = (v.as_object_mut(), body.get(k)) {
+                                obj.entry(k).or_insert_with(|| top.clone());
+                            }
+                        }
+                        v
+                    })
+                    .collect()
+            } else {
+                items
+            };
+            if let Value::Array(a) = merged
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                a.extend(items);
+            }
+        }
+    }
+    Dhis2Request {
+        endpoint,
+        path: None,
+        body: Value::Object(merged),
+    }
+}
+
+/// The object UIDs a request creates or updates (nested payloads included).
+pub fn object_uids(body: &Value) -> HashSet<String> {
+    let mut out = HashSet::new();
+    fn walk(v: &Value, out: &mut HashSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if matches!(
+                        k.as_str(),
+                        "trackedEntity" | "enrollment" | "event" | "relationship"
+                    ) && let Value::String(s) = v
+                    {
+                        out.insert(s.clone());
+                    }
+                    walk(v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(body, &mut out);
+    out
+}
+
+/// A response body as JSON for the outbox row and the next chain step (non-JSON bodies, e.g.
+/// nginx HTML, are kept as a string, cut to 4 KiB).
+fn body_json(body: ResponseBody) -> Value {
+    match body {
+        ResponseBody::Empty => Value::Null,
+        ResponseBody::Json(v) => v,
+        ResponseBody::Raw(bytes) => {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+            Value::String(text)
+        }
+    }
+}
+
+fn describe(errors: &[ObjectError]) -> String {
+    if errors.is_empty() {
+        return "rejected by DHIS2 (no detail given)".into();
+    }
+    errors
+        .iter()
+        .map(|e| match &e.uid {
+            Some(uid) => format!("{} {uid}: {}", e.code, e.message),
+            None => format!("{}: {}", e.code, e.message),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Exponential backoff with ±50 % jitter: `min · 2^attempts`, capped at `max`.
+pub fn backoff(min: Duration, max: Duration, attempts: u32, salt: u64) -> Duration {
+    let base = min.saturating_mul(1u32 << attempts.min(20)).min(max);
+    // Cheap jitter without a RNG dependency: mix the clock with the row id.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let x = (nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 1000;
+    base.mul_f64(0.5 + x as f64 / 1000.0).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, endpoint: Endpoint, body: Value) -> OutboxRow {
+        OutboxRow {
+            id,
+            message_id: RecordId(id),
+            tempr: "t".into(),
+            tempr_version: 1,
+            step: 0,
+            request: Dhis2Request {
+                endpoint,
+                path: None,
+                body,
+            },
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn tracker_rows_merge_array_by_array_in_row_order() {
+        let rows = [
+            row(
+                1,
+                Endpoint::Tracker,
+                json!({"events": [{"event": "EvA00000001"}]}),
+            ),
+            row(
+                2,
+                Endpoint::Tracker,
+                json!({"trackedEntities": [{"trackedEntity": "TeB00000001"}], "events": [{"event": "EvB00000001"}]}),
+            ),
+        ];
+        let m = merge(&rows);
+        assert_eq!(m.body["events"][0]["event"], "EvA00000001");
+        assert_eq!(m.body["events"][1]["event"], "EvB00000001");
+        assert_eq!(m.body["trackedEntities"][0]["trackedEntity"], "TeB00000001");
+    }
+
+    #[test]
+    fn data_values_keep_their_set_level_period_and_org_unit() {
+        let rows = [
+            row(
+                1,
+                Endpoint::DataValueSets,
+                json!({"period": "202611", "orgUnit": "OuA00000001", "dataValues": [{"dataElement": "d", "value": "1"}]}),
+            ),
+            row(
+                2,
+                Endpoint::DataValueSets,
+                json!({"period": "202612", "orgUnit": "OuA00000001", "dataValues": [{"dataElement": "d", "value": "2"}]}),
+            ),
+        ];
+        let m = merge(&rows);
+        assert_eq!(m.body["dataValues"][0]["period"], "202611");
+        assert_eq!(m.body["dataValues"][1]["period"], "202612");
+    }
+
+    #[test]
+    fn object_uids_finds_nested_objects() {
+        let body = json!({"trackedEntities": [{"trackedEntity": "TeA00000001",
+            "enrollments": [{"enrollment": "EnA00000001", "events": [{"event": "EvA00000001"}]}]}]});
+        let uids = object_uids(&body);
+        assert_eq!(uids.len(), 3);
+        assert!(uids.contains("EvA00000001"));
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_jitter_and_cap() {
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(600));
+        for attempts in 0..12 {
+            let d = backoff(min, max, attempts, 7);
+            let base = min.saturating_mul(1 << attempts).min(max);
+            assert!(d >= base.mul_f64(0.5) && d <= max, "{attempts}: {d:?}");
+        }
+    }
+}

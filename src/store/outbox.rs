@@ -1,0 +1,323 @@
+//! Queries of the render → outbox → sync stages. Reads take any connection; writes are meant to
+//! run inside [`Store::write`](super::Store::write) on the writer thread.
+
+use super::RecordStatus;
+use crate::record::{Dhis2Request, Endpoint, Observation, RecordId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A stored message waiting for its Temprs.
+#[derive(Debug, Clone)]
+pub struct ToRender {
+    pub id: RecordId,
+    pub source: String,
+    pub received_at: String,
+    pub observations: Vec<Observation>,
+}
+
+/// One DHIS2 request waiting to be sent (or re-sent).
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: RecordId,
+    pub tempr: String,
+    pub tempr_version: u32,
+    pub step: u32,
+    pub request: Dhis2Request,
+    pub attempts: u32,
+}
+
+/// What rendering produced for one message.
+#[derive(Debug, Clone)]
+pub enum Rendered {
+    /// One request per matching Tempr (chain heads; later steps are rendered after delivery).
+    Requests(Vec<NewRequest>),
+    /// No Tempr applies.
+    Unmatched,
+    /// A Tempr failed; the message keeps the readable error.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub tempr: String,
+    pub tempr_version: u32,
+    pub step: u32,
+    pub request: Dhis2Request,
+}
+
+fn endpoint_str(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::Tracker => "tracker",
+        Endpoint::Events => "events",
+        Endpoint::DataValueSets => "data_value_sets",
+        Endpoint::Get => "get",
+    }
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Messages in status `received`, oldest first.
+pub fn to_render(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<ToRender>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, source, received_at FROM messages WHERE status = 'received' ORDER BY id LIMIT ?1",
+    )?;
+    let heads = stmt
+        .query_map([limit as i64], |r| {
+            Ok(ToRender {
+                id: RecordId(r.get(0)?),
+                source: r.get(1)?,
+                received_at: r.get(2)?,
+                observations: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(heads.len());
+    for mut m in heads {
+        m.observations = observations(conn, m.id)?;
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// A message's observations in record order.
+fn observations(conn: &Connection, id: RecordId) -> rusqlite::Result<Vec<Observation>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT body FROM observations WHERE message_id = ?1 ORDER BY seq")?;
+    let bodies = stmt.query_map([id.0], |r| r.get::<_, String>(0))?;
+    bodies
+        .map(|body| {
+            serde_json::from_str(&body?).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Observations of one message (for chain steps and `pocketgate rerender`).
+pub fn message(conn: &Connection, id: RecordId) -> rusqlite::Result<Option<ToRender>> {
+    let head = conn
+        .query_row(
+            "SELECT id, source, received_at FROM messages WHERE id = ?1",
+            [id.0],
+            |r| {
+                Ok(ToRender {
+                    id: RecordId(r.get(0)?),
+                    source: r.get(1)?,
+                    received_at: r.get(2)?,
+                    observations: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut m) = head else { return Ok(None) };
+    m.observations = observations(conn, m.id)?;
+    Ok(Some(m))
+}
+
+/// Record what rendering produced; the message leaves `received`.
+pub fn record_render(conn: &Connection, id: RecordId, rendered: &Rendered) -> rusqlite::Result<()> {
+    let (status, error) = match rendered {
+        Rendered::Requests(reqs) => {
+            for r in reqs {
+                insert_request(conn, id, r)?;
+            }
+            (RecordStatus::Rendered, None)
+        }
+        Rendered::Unmatched => (RecordStatus::Unmatched, None),
+        Rendered::Failed(e) => (RecordStatus::RenderFailed, Some(e.as_str())),
+    };
+    conn.execute(
+        "UPDATE messages SET status = ?2, error = ?3 WHERE id = ?1",
+        params![id.0, status.as_str(), error],
+    )?;
+    Ok(())
+}
+
+pub fn insert_request(conn: &Connection, id: RecordId, r: &NewRequest) -> rusqlite::Result<i64> {
+    let body = serde_json::to_string(&r.request).map_err(json_err)?;
+    conn.execute(
+        "INSERT INTO outbox (message_id, tempr, tempr_version, step, endpoint, request, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        params![
+            id.0,
+            r.tempr,
+            r.tempr_version,
+            r.step,
+            endpoint_str(r.request.endpoint),
+            body
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The oldest pending rows, in id order, as long as their retry time has come. Delivery is
+/// first-in first-out: a row waiting for its retry holds back the rows behind it, so results
+/// reach DHIS2 in the order they were received (a patient's events stay in order). Rows that
+/// DHIS2 rejected leave the queue and hold back nothing.
+pub fn due(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<OutboxRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, message_id, tempr, tempr_version, step, request, attempts, next_attempt_ms FROM outbox
+         WHERE status = 'pending' ORDER BY id LIMIT ?1",
+    )?;
+    let now = now_ms();
+    let rows = stmt
+        .query_map(params![limit as i64], |r| {
+            let body: String = r.get(5)?;
+            let request: Dhis2Request = serde_json::from_str(&body).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            let next: i64 = r.get(7)?;
+            Ok((
+                next,
+                OutboxRow {
+                    id: r.get(0)?,
+                    message_id: RecordId(r.get(1)?),
+                    tempr: r.get(2)?,
+                    tempr_version: r.get(3)?,
+                    step: r.get(4)?,
+                    request,
+                    attempts: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows
+        .into_iter()
+        .take_while(|(next, _)| *next <= now)
+        .map(|(_, row)| row)
+        .collect())
+}
+
+/// Milliseconds until the head of the queue is due (None: nothing pending).
+pub fn next_due_in_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let next: Option<i64> = conn
+        .query_row(
+            "SELECT next_attempt_ms FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(next.map(|t| (t - now_ms()).max(0)))
+}
+
+pub fn mark_delivered(conn: &Connection, row: i64, response: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET status = 'delivered', response = ?2, last_error = NULL,
+                delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        params![row, response],
+    )?;
+    Ok(())
+}
+
+pub fn mark_rejected(
+    conn: &Connection,
+    row: i64,
+    error: &str,
+    response: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET status = 'rejected', last_error = ?2, response = ?3 WHERE id = ?1",
+        params![row, error, response],
+    )?;
+    Ok(())
+}
+
+pub fn mark_retry(conn: &Connection, row: i64, error: &str, delay_ms: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+        params![row, error, now_ms() + delay_ms],
+    )?;
+    Ok(())
+}
+
+/// Recompute a message's status from its outbox rows: all delivered → delivered; any rejected →
+/// rejected (with the first error); otherwise it stays rendered.
+pub fn settle_message(conn: &Connection, id: RecordId) -> rusqlite::Result<()> {
+    let (pending, rejected, delivered): (i64, i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(status = 'pending'), 0), coalesce(sum(status = 'rejected'), 0),
+                coalesce(sum(status = 'delivered'), 0)
+         FROM outbox WHERE message_id = ?1",
+        [id.0],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if rejected > 0 {
+        conn.execute(
+            "UPDATE messages SET status = 'rejected',
+                error = (SELECT last_error FROM outbox WHERE message_id = ?1 AND status = 'rejected' ORDER BY id LIMIT 1)
+             WHERE id = ?1",
+            [id.0],
+        )?;
+    } else if pending == 0 && delivered > 0 {
+        conn.execute(
+            "UPDATE messages SET status = 'delivered', error = NULL WHERE id = ?1",
+            [id.0],
+        )?;
+    }
+    Ok(())
+}
+
+/// Put messages back to `received` so the current Tempr versions render them again; their
+/// unsent or rejected outbox rows are superseded (delivered rows stay: DHIS2 has them, and the
+/// deterministic UIDs make the new request an update of the same objects).
+pub fn rerender(conn: &Connection, status: Option<RecordStatus>) -> rusqlite::Result<usize> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare(
+            "SELECT id FROM messages WHERE (?1 IS NULL AND status IN ('rejected', 'render_failed', 'unmatched'))
+                OR status = ?1",
+        )?;
+        stmt.query_map([status.map(|s| s.as_str())], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        conn.execute(
+            "UPDATE outbox SET status = 'superseded' WHERE message_id = ?1 AND status IN ('pending', 'rejected')",
+            [id],
+        )?;
+        conn.execute(
+            "UPDATE messages SET status = 'received', error = NULL WHERE id = ?1",
+            [id],
+        )?;
+    }
+    Ok(ids.len())
+}
+
+pub fn get_state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+pub fn set_state(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    match value {
+        Some(v) => conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, v],
+        )?,
+        None => conn.execute("DELETE FROM sync_state WHERE key = ?1", [key])?,
+    };
+    Ok(())
+}
+
+/// Counts of outbox rows by status (`pocketgate sync` progress, tests).
+pub fn outbox_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status")?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}

@@ -6,21 +6,67 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Run the gateway with the demo config (two ASTM TCP sources on 127.0.0.1:5100/5101).
-run config="config/demo.toml":
-    cargo run --quiet -- run --config {{config}}
+# A personal access token the demo DHIS2 test server accepts (valid 2.41+ checksum, dhis2.md §1.2).
+demo_token := "d2pat_qg8aTF459WO5LMr0uLi7P3wG8IXq683V1086477046"
 
-# Start the gateway, play real analyzer captures into it, list what was stored.
+# Run the gateway with the demo config (ASTM on 127.0.0.1:5100/5101; DHIS2 at 127.0.0.1:8089).
+run config="config/demo.toml":
+    POCKETGATE_DEMO_TOKEN={{demo_token}} cargo run --quiet --bin pocketgate -- run --config {{config}}
+
+# The whole story: DHIS2 test server + gateway + simulated GeneXpert; results flow, DHIS2 goes
+# away (buffering), comes back (drain). Logs in data/demo/.
 demo:
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --quiet
-    rm -rf data/demo
-    target/debug/pocketgate run --config config/demo.toml & pid=$!
-    trap 'kill $pid 2>/dev/null || true' EXIT
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/5100) 2>/dev/null && break; sleep 0.1; done
-    target/debug/pocketgate simulate --tcp 127.0.0.1:5100 tests/fixtures/astm/*.astm
-    target/debug/pocketgate records --config config/demo.toml --limit 5
+    cargo build --quiet --bins
+    rm -rf data/demo && mkdir -p data/demo
+    export POCKETGATE_DEMO_TOKEN={{demo_token}}
+    pg=target/debug/pocketgate
+    sim_up() {
+        target/debug/dhis2-sim --listen 127.0.0.1:8089 --version 2.41.3 --token {{demo_token}} \
+            --metadata tests/fixtures/dhis2/metadata.json --state data/demo/dhis2-state.json \
+            >> data/demo/dhis2-sim.log 2>&1 & sim=$!
+        for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8089) 2>/dev/null && return; sleep 0.1; done
+    }
+    dhis2_events() {
+        python3 -c 'import json,sys,urllib.request; o=json.load(urllib.request.urlopen("http://127.0.0.1:8089/__sim/objects")); print(len(o["events"]), "events,", len(o["trackedEntities"]), "tracked entities,", len(o["enrollments"]), "enrollments")'
+    }
+    # GeneXpert results for new samples: the real S1 capture with other sample ids.
+    make_results() {
+        python3 - "$@" <<'PY'
+    import re, sys
+    raw = open("tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.astm", "rb").read()
+    text = re.sub(rb"^\x02[0-7]|\x03[0-9A-F]{2}\r\n?$", b"", raw)
+    for sample in sys.argv[2:]:
+        open(f"{sys.argv[1]}/{sample}.txt", "wb").write(text.replace(b"PR25A137", sample.encode()))
+    PY
+    }
+    sim_up
+    $pg run --config config/demo.toml 2> data/demo/gateway.log & gw=$!
+    trap 'kill $gw $sim 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5100) 2>/dev/null && break; sleep 0.1; done
+
+    echo "== 1. A GeneXpert sends an Xpert MTB/RIF Ultra result (real capture, protocols.md S1)"
+    $pg simulate --tcp 127.0.0.1:5100 tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.astm
+    sleep 3
+    $pg status --config config/demo.toml
+    echo "   DHIS2 now holds: $(dhis2_events)"
+
+    echo; echo "== 2. The link to DHIS2 goes down; three more results arrive and are buffered"
+    kill $sim; wait $sim 2>/dev/null || true
+    make_results data/demo DEMO-0001 DEMO-0002 DEMO-0003
+    $pg simulate --tcp 127.0.0.1:5100 data/demo/DEMO-000*.txt
+    sleep 3
+    $pg status --config config/demo.toml
+
+    echo; echo "== 3. The link comes back: the backlog drains by itself, each result once"
+    sim_up
+    for _ in $(seq 60); do
+        $pg status --config config/demo.toml | grep -q "outbox:.*pending" || break; sleep 1
+    done
+    $pg status --config config/demo.toml
+    echo "   DHIS2 now holds: $(dhis2_events)"
+    echo; echo "Records: target/debug/pocketgate records --config config/demo.toml | less"
 
 # Everything CI checks: format, clippy, unit + integration tests, fuzz smoke.
 test: lint unit fuzz-smoke

@@ -55,6 +55,11 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Counts of stored messages by status, the outbox, and the DHIS2 link state.
+    Status {
+        #[arg(long, default_value = "config/pocketgate.toml")]
+        config: PathBuf,
+    },
     /// Temprs: `tempr test` prints the request a Tempr would send for a record.
     Tempr {
         #[command(subcommand)]
@@ -204,6 +209,33 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let reader = Reader::open(&path)?;
             for m in reader.messages(status, limit)? {
                 println!("{}", serde_json::to_string(&m)?);
+            }
+        }
+        Command::Status { config: cfg } => {
+            let config = config::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let reader = Reader::open(&config.store.path)?;
+            let conn = reader.conn();
+            let mut stmt = conn
+                .prepare("SELECT status, count(*) FROM messages GROUP BY status ORDER BY status")?;
+            let messages: Vec<(String, i64)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let line = |v: &[(String, i64)]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            println!("messages: {}", line(&messages));
+            println!("outbox:   {}", line(&outbox::outbox_counts(conn)?));
+            let link = outbox::get_state(conn, "link")?.unwrap_or_else(|| "unknown".into());
+            println!("dhis2:    link {link}");
+            if let Some(why) = outbox::get_state(conn, "paused")? {
+                println!("          PAUSED: {why} (fix it, then `pocketgate sync --resume`)");
             }
         }
         Command::Tempr {

@@ -131,9 +131,11 @@ fn examples_load_and_only_chain_heads_match_s1() {
         .iter()
         .map(|t| t.name.as_str())
         .collect();
-    // monthly-counts ships disabled: it needs ctx.counts, which the caller must supply first.
-    assert_eq!(matching, ["lab-event", "tb-lab-stage", "tracker-person"]);
+    // monthly-counts ships disabled: it needs ctx.counts, which the caller must supply first;
+    // tb-lab-stage too: it needs the case enrolled in the TB programme first (E1033).
+    assert_eq!(matching, ["lab-event", "tracker-person"]);
     assert!(!set.get("monthly-counts").expect("monthly-counts").enabled);
+    assert!(!set.get("tb-lab-stage").expect("tb-lab-stage").enabled);
     let head = set.get("tracker-person").expect("head");
     let chain: Vec<String> = set.chain(head).iter().map(|t| t.id()).collect();
     assert_eq!(chain, ["tracker-person@1", "tracker-lab-event@1"]);

@@ -5,14 +5,27 @@ use pocketgate::sim::{self, SimOptions};
 use pocketgate::tempr::deterministic_uid;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 const OU: &str = "OuClinicA01";
 
-fn shipped_temprs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs")
+/// The shipped example Temprs, with the TB lab stage switched on (the test enrols the case).
+fn shipped_temprs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if path.file_name().is_some_and(|n| n == "tb-lab-stage.toml") {
+            text.replace("enabled = false", "enabled = true")
+        } else {
+            text
+        };
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    dir
 }
 
 /// A template Tempr for the numbered HbA1c messages: one event in the lab-results event program.
@@ -103,11 +116,12 @@ async fn genexpert_result_reaches_dhis2_once_through_builder_template_and_script
                           "enrolledAt": "2025-05-14T00:00:00.000", "occurredAt": "2025-05-14T00:00:00.000"}]}]}));
     assert_eq!(r["status"], "OK", "{r}");
 
+    let temprs = shipped_temprs();
     let addr = free_addr();
     let gw = Gateway::start(&format!(
         "{}\n{}",
         tcp_source("gx-1", addr, "30s"),
-        dhis2_block(&sim, &shipped_temprs(), OU)
+        dhis2_block(&sim, temprs.path(), OU)
     ));
     gw.wait_listening(addr);
     let s1 = sim::messages_from_capture(&fixture("s01-genexpert-mtb-rif-ultra.astm"));

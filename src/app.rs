@@ -140,7 +140,9 @@ pub fn sync_parts(
         limits: tempr::Limits::default(),
         gateway: config.gateway.name.clone(),
         org_unit: d.org_unit.clone(),
+        metadata: Default::default(),
     };
+    rc.load_metadata(&config.store.path);
     let auth = match &d.auth {
         Dhis2Auth::Token(t) => Auth::Token(Secret::new(t.read().map_err(anyhow::Error::msg)?)),
         Dhis2Auth::Basic { username, password } => Auth::Basic {

@@ -9,17 +9,22 @@ use crate::record::{Dhis2Request, Endpoint, RecordId};
 use crate::store::outbox::{self, NewRequest, OutboxRow, Rendered, ToRender};
 use crate::store::{Reader, Store, StoreError};
 use crate::sync::classify::{ObjectError, Outcome};
-use crate::sync::client::{Dhis2Client, ResponseBody, SendOptions};
+use crate::sync::client::{Dhis2Client, LinkState, ResponseBody, SendOptions};
+use crate::sync::metadata::{self, MetadataCache};
 use crate::tempr::{self, TemprSet};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 /// Messages rendered per pass.
 const RENDER_BATCH: usize = 100;
+/// `sync_state` key of the cached DHIS2 metadata (JSON).
+const METADATA_KEY: &str = "metadata";
+/// How often the metadata cache is refreshed while the link is up.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// What every Tempr run gets besides the record (`ctx`).
 #[derive(Clone)]
@@ -28,6 +33,9 @@ pub struct RenderCtx {
     pub limits: tempr::Limits,
     pub gateway: String,
     pub org_unit: Option<String>,
+    /// DHIS2 metadata last fetched (kept in the store, so it works offline): each rendered
+    /// request is checked against it before it is queued.
+    pub metadata: Arc<RwLock<Option<MetadataCache>>>,
 }
 
 impl RenderCtx {
@@ -51,16 +59,48 @@ impl RenderCtx {
         let mut out = Vec::new();
         for t in heads {
             match tempr::apply(t, &record, &ctx, &self.limits) {
-                Ok(request) => out.push(NewRequest {
-                    tempr: t.name.clone(),
-                    tempr_version: t.version,
-                    step: 0,
-                    request,
-                }),
+                Ok(request) => {
+                    if let Err(e) = self.check(&request) {
+                        return Rendered::Failed(format!("Tempr {} v{}: {e}", t.name, t.version));
+                    }
+                    out.push(NewRequest {
+                        tempr: t.name.clone(),
+                        tempr_version: t.version,
+                        step: 0,
+                        request,
+                    })
+                }
                 Err(e) => return Rendered::Failed(format!("Tempr {} v{}: {e}", t.name, t.version)),
             }
         }
         Rendered::Requests(out)
+    }
+
+    /// Local validation against the cached metadata (dhis2.md §4–§5): what DHIS2 would reject
+    /// is reported now, offline, naming the data element and the value.
+    pub fn check(&self, request: &Dhis2Request) -> Result<(), String> {
+        let guard = self.metadata.read().unwrap_or_else(|e| e.into_inner());
+        let Some(md) = guard.as_ref() else {
+            return Ok(());
+        };
+        let errors = metadata::validate(request, md);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            Err(format!("DHIS2 would reject this: {}", lines.join("; ")))
+        }
+    }
+
+    /// Load the metadata cache kept in the store (if any).
+    pub fn load_metadata(&self, db: &std::path::Path) {
+        let cached = Reader::open(db)
+            .ok()
+            .and_then(|r| outbox::get_state(r.conn(), METADATA_KEY).ok().flatten())
+            .and_then(|json| MetadataCache::from_json(json.as_bytes()).ok());
+        if let Some(md) = cached {
+            *self.metadata.write().unwrap_or_else(|e| e.into_inner()) = Some(md);
+        }
     }
 
     /// Render the next step of a chain with the previous step's response.
@@ -171,13 +211,64 @@ pub struct PassStats {
 
 impl Deliver {
     /// Deliver for ever: send due rows, sleep until the next is due or something new is stored.
+    /// While the link is down, a cheap probe (`/api/ping`, `/api/system/ping`) runs with backoff
+    /// instead of re-sending payloads; sync resumes by itself when the probe answers.
     pub async fn run(self) {
         let mut changes = self.store.subscribe();
+        let mut metadata_at: Option<std::time::Instant> = None;
+        let mut probe_failures = 0u32;
         loop {
             if let Some(why) = self.paused() {
                 warn!(reason = %why, "sync paused; fix the cause, then run `pocketgate sync --resume`");
                 let _ = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
                 continue;
+            }
+            if self.link_down() {
+                match self.client.ping().await {
+                    Ok(LinkState::Up { .. }) => {
+                        info!("DHIS2 reachable again; resuming sync");
+                        probe_failures = 0;
+                        let _ = self
+                            .store
+                            .write(|tx| {
+                                outbox::set_state(tx, "link", Some("up"))?;
+                                // The backlog is due now, not at the end of its last backoff.
+                                tx.execute("UPDATE outbox SET next_attempt_ms = 0 WHERE status = 'pending'", [])
+                                    .map(|_| ())
+                            })
+                            .await;
+                    }
+                    Ok(LinkState::Unauthorized { why }) => {
+                        let _ = self
+                            .store
+                            .write(move |tx| outbox::set_state(tx, "paused", Some(&why)))
+                            .await;
+                        continue;
+                    }
+                    Ok(LinkState::Degraded { .. }) | Err(_) => {
+                        probe_failures += 1;
+                        let wait = backoff(
+                            self.settings.retry_min,
+                            self.settings.retry_max,
+                            probe_failures,
+                            1,
+                        );
+                        debug!(retry_in = ?wait, "DHIS2 still unreachable");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+            }
+            if metadata_at.is_none_or(|t| t.elapsed() > METADATA_MAX_AGE) {
+                match self.refresh_metadata().await {
+                    Ok(()) => metadata_at = Some(std::time::Instant::now()),
+                    Err(e) => {
+                        warn!(error = %e, "metadata refresh failed; using the cached copy");
+                        metadata_at = Some(
+                            std::time::Instant::now() - METADATA_MAX_AGE + Duration::from_secs(300),
+                        );
+                    }
+                }
             }
             match self.pass().await {
                 Ok(stats) if stats.requests > 0 => {
@@ -195,6 +286,46 @@ impl Deliver {
                 .min(Duration::from_secs(30));
             let _ = tokio::time::timeout(wait, changes.changed()).await;
         }
+    }
+
+    fn link_down(&self) -> bool {
+        Reader::open(&self.db)
+            .ok()
+            .and_then(|r| outbox::get_state(r.conn(), "link").ok().flatten())
+            .is_some_and(|l| l.starts_with("down"))
+    }
+
+    /// Fetch the programs, data sets, org units and tracked entity types the Temprs may name
+    /// (dhis2.md §5) and keep them in the store for offline validation.
+    pub async fn refresh_metadata(&self) -> Result<(), String> {
+        let mut md = MetadataCache::default();
+        for path in [
+            metadata::PROGRAMS_PATH,
+            metadata::DATA_SETS_PATH,
+            metadata::ORGANISATION_UNITS_PATH,
+            metadata::TRACKED_ENTITY_TYPES_PATH,
+        ] {
+            let v = self
+                .client
+                .get_json(path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let part =
+                serde_json::from_value::<MetadataCache>(v).map_err(|e| format!("{path}: {e}"))?;
+            md.merge(part);
+        }
+        let json = serde_json::to_string(&md).map_err(|e| e.to_string())?;
+        self.store
+            .write(move |tx| outbox::set_state(tx, METADATA_KEY, Some(&json)))
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(
+            programs = md.programs.len(),
+            org_units = md.organisation_units.len(),
+            "DHIS2 metadata refreshed"
+        );
+        *self.rc.metadata.write().unwrap_or_else(|e| e.into_inner()) = Some(md);
+        Ok(())
     }
 
     fn paused(&self) -> Option<String> {
@@ -254,9 +385,9 @@ impl Deliver {
             async_mode: false,
             atomic_object: true,
         };
-        let (outcome, body) = match self.client.send(&request, &opts).await {
-            Ok((outcome, meta)) => (outcome, body_json(meta.body)),
-            Err(e) => (e.outcome(), json!({ "error": e.to_string() })),
+        let (outcome, body, unreachable) = match self.client.send(&request, &opts).await {
+            Ok((outcome, meta)) => (outcome, body_json(meta.body), false),
+            Err(e) => (e.outcome(), json!({ "error": e.to_string() }), true),
         };
         let isolate = rows.len() > 1
             && matches!(
@@ -273,14 +404,18 @@ impl Deliver {
             }
             return Ok(());
         }
-        self.record(rows, outcome, body, stats).await
+        self.record(rows, outcome, body, unreachable, stats).await
     }
 
+    /// Record an outcome. `unreachable`: no HTTP answer at all (DNS, connect, timeout) — the link
+    /// is marked down and probed cheaply until it answers; an HTTP error status (5xx, 429) only
+    /// backs the queue off.
     async fn record(
         &self,
         rows: Vec<OutboxRow>,
         outcome: Outcome,
         body: Value,
+        unreachable: bool,
         stats: &mut PassStats,
     ) -> Result<(), StoreError> {
         let response = body.to_string();
@@ -320,7 +455,10 @@ impl Deliver {
                         for r in &rows {
                             outbox::mark_retry(tx, r.id, &why, ms)?;
                         }
-                        outbox::set_state(tx, "link", Some(&format!("down: {why}")))
+                        if unreachable {
+                            outbox::set_state(tx, "link", Some(&format!("down: {why}")))?;
+                        }
+                        Ok(())
                     })
                     .await
             }

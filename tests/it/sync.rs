@@ -289,20 +289,59 @@ async fn bad_records_get_a_readable_error_and_the_rest_flow() {
     let settled = wait_settled(&gw, 5, Duration::from_secs(60));
     let by_status = |s: &str| settled.iter().filter(|(st, _)| st == s).count();
     assert_eq!(by_status("delivered"), 3, "{settled:?}");
-    let rejected = settled
-        .iter()
-        .find(|(s, _)| s == "rejected")
-        .expect("one rejected");
-    let why = rejected.1.as_deref().unwrap_or_default();
-    assert!(why.contains("E1302"), "DHIS2's code is kept: {why}");
+    assert_eq!(by_status("render_failed"), 2, "{settled:?}");
+    // The metadata cache fetched from DHIS2 catches the bad value before it is queued.
+    let (_, bad) = &settled[1];
+    let bad = bad.as_deref().unwrap_or_default();
+    assert!(
+        bad.contains("LabValue001") && bad.contains("see comment") && bad.contains("E1302"),
+        "names the data element, the value and DHIS2's code: {bad}"
+    );
     let failed = settled
         .iter()
-        .find(|(s, _)| s == "render_failed")
+        .filter_map(|(s, e)| (s == "render_failed").then_some(e.as_deref().unwrap_or_default()))
+        .find(|e| e.contains("spins"))
         .expect("the looping Tempr fails");
-    let why = failed.1.as_deref().unwrap_or_default();
     assert!(
-        why.contains("spins v3"),
-        "names the Tempr and version: {why}"
+        failed.contains("spins v3"),
+        "names the Tempr and version: {failed}"
     );
-    assert_eq!(events_of(&sim, "LabRslts001").len(), 3);
+
+    // Someone deletes a delivered event in DHIS2; re-rendering it (e.g. after a Tempr fix) is then
+    // refused by DHIS2 (E1082: a deleted UID cannot be reused). The record keeps DHIS2's reason.
+    let deleted = deterministic_uid("afinion:S00000:LabStage001");
+    http_json(
+        "POST",
+        sim.addr,
+        "/__sim/delete-event",
+        Some(json!({"uid": deleted})),
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["rerender", "--status", "delivered", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let rejected = loop {
+        let s = statuses(&gw);
+        if let Some((_, why)) = s.iter().find(|(st, _)| st == "rejected") {
+            break why.clone().unwrap_or_default();
+        }
+        assert!(std::time::Instant::now() < until, "{s:?}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        rejected.contains("E1082") && rejected.contains(&deleted),
+        "{rejected}"
+    );
+    assert_eq!(
+        events_of(&sim, "LabRslts001").len(),
+        2,
+        "the deleted one is gone"
+    );
 }

@@ -101,8 +101,11 @@ fuzz seconds="300" sanitizer="address":
             -- -max_total_time={{seconds}} -rss_limit_mb=2048 2>&1 | tail -n 3
     done
 
-# Benchmarks: ASTM over TCP with 8 analyzers + idle RSS; writes benches/results/<date>-<machine>.md.
-# The harness builds in its own target dir so target/release keeps the size-tuned binary it measures.
+# Benchmarks (full runs; CI runs their smoke variants inside `just unit`): ASTM over TCP with 8
+# analyzers + idle RSS, and a 100,000-record backlog drained into dhis2-sim. Results go to
+# benches/results/<date>-<machine>[-sync].md. The harness builds in its own target dir so
+# target/release keeps the size-tuned binaries it measures.
 bench:
-    cargo build --release
+    cargo build --release --bins
     CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" cargo bench --bench ingest
+    CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" BENCH_SIM_BIN="$PWD/target/release/dhis2-sim" cargo bench --bench sync

@@ -50,10 +50,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut listening = Vec::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
-        let Protocol::Astm(astm) = &source.protocol;
         let ctx = SourceCtx {
             id: source.id.clone(),
-            astm: astm.clone(),
+            protocol: source.protocol.clone(),
             limits: config.limits.clone(),
             store: store.clone(),
         };
@@ -61,9 +60,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             Transport::TcpServer { listen } => match TcpListener::bind(listen).await {
                 Ok(listener) => {
                     let addr = listener.local_addr()?;
-                    info!(source = %source.id, %addr, "listening for analyzers");
+                    info!(source = %source.id, %addr, protocol = source.protocol.name(), "listening");
                     listening.push((source.id.clone(), addr));
-                    tasks.spawn(ingest::tcp::serve(listener, ctx));
+                    tasks.spawn(serve_listener(listener, ctx));
                 }
                 Err(e) => {
                     // One bad source never stops another: keep trying to bind in the background.
@@ -76,7 +75,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                             tokio::time::sleep(backoff.next_delay()).await;
                             if let Ok(l) = TcpListener::bind(listen).await {
                                 info!(source = %ctx.id, addr = %listen, "listening for analyzers");
-                                ingest::tcp::serve(l, ctx).await;
+                                serve_listener(l, ctx).await;
                                 return;
                             }
                         }
@@ -166,6 +165,18 @@ pub fn sync_parts(
     })
     .context("building the DHIS2 client")?;
     Ok((rc, client))
+}
+
+/// Serve a bound listener with the source's protocol: HTTP has its own server, the byte-stream
+/// protocols one conversation per connection.
+async fn serve_listener(listener: TcpListener, ctx: SourceCtx) {
+    match &ctx.protocol {
+        Protocol::Http(http) => {
+            let http = http.clone();
+            ingest::http::serve(listener, ctx, http).await
+        }
+        _ => ingest::tcp::serve(listener, ctx).await,
+    }
 }
 
 /// Run until SIGINT or SIGTERM.

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use pocketgate::config::{self, Encoding};
 use pocketgate::pipeline;
 use pocketgate::protocol::astm::decode;
+use pocketgate::protocol::fhir;
+use pocketgate::record::Observation;
 use pocketgate::sim::{self, SimOptions};
 use pocketgate::store::{Reader, RecordStatus, Store, WriterSettings, outbox};
 use pocketgate::tempr::{self, TemprSet};
@@ -33,9 +35,10 @@ enum Command {
         #[arg(long, default_value = "config/pocketgate.toml")]
         config: PathBuf,
     },
-    /// Print the observations of a capture file as JSON lines (raw E1381 frames or bare records).
+    /// Print the observations of a capture file as JSON lines (ASTM frames or bare records, HL7
+    /// MLLP or bare, POCT1-A2 XML, FHIR/JSON/CSV/XML bodies).
     Decode {
-        #[arg(long, value_parser = ["astm"], default_value = "astm")]
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"], default_value = "astm")]
         protocol: String,
         #[arg(long, value_enum, default_value = "latin1")]
         encoding: EncodingArg,
@@ -167,7 +170,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             }
         },
         Command::Decode {
-            protocol: _,
+            protocol,
             encoding,
             file,
         } => {
@@ -177,12 +180,36 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 EncodingArg::Latin1 => Encoding::Latin1,
                 EncodingArg::Utf8 => Encoding::Utf8,
             };
+            // Every decoder gives, per message, its observations and its errors (as text).
+            let messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
+                "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
+                "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
+                "fhir" | "json" | "csv" | "xml" => {
+                    let kind = match protocol.as_str() {
+                        "fhir" => fhir::BodyKind::Fhir,
+                        "json" => fhir::BodyKind::Json,
+                        "csv" => fhir::BodyKind::Csv,
+                        _ => fhir::BodyKind::Xml,
+                    };
+                    vec![match fhir::decode(kind, &bytes) {
+                        Ok(obs) => (obs, Vec::new()),
+                        Err(e) => (Vec::new(), vec![e.to_string()]),
+                    }]
+                }
+                _ => decode::decode_capture(&bytes, enc)
+                    .into_iter()
+                    .map(|d| {
+                        let errors = d.errors.iter().map(|e| e.to_string()).collect();
+                        (d.observations, errors)
+                    })
+                    .collect(),
+            };
             let mut failed = false;
-            for (n, d) in decode::decode_capture(&bytes, enc).iter().enumerate() {
-                for o in &d.observations {
+            for (n, (observations, errors)) in messages.iter().enumerate() {
+                for o in observations {
                     println!("{}", serde_json::to_string(o)?);
                 }
-                for e in &d.errors {
+                for e in errors {
                     failed = true;
                     eprintln!("{}: message {}: {e}", file.display(), n + 1);
                 }

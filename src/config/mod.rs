@@ -121,6 +121,42 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Protocol {
     Astm(AstmSettings),
+    /// HL7 v2 over MLLP (protocols.md §1.3).
+    Hl7(StreamSettings),
+    /// POCT1-A2 XML conversation over TCP (protocols.md §1.4).
+    Poct1(StreamSettings),
+    /// Results POSTed over HTTP (JSON, FHIR, CSV, XML).
+    Http(HttpSettings),
+}
+
+impl Protocol {
+    /// The name as written in the config and stored with each message.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Astm(_) => "astm",
+            Protocol::Hl7(_) => "hl7",
+            Protocol::Poct1(_) => "poct1",
+            Protocol::Http(_) => "http",
+        }
+    }
+}
+
+/// Settings of a byte-stream protocol other than ASTM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Text encoding when the message does not declare one.
+    pub encoding: Encoding,
+    /// A half-received message is dropped after this much silence.
+    pub receive_timeout: Duration,
+}
+
+/// `protocol = "http"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Bearer token senders must present (`Authorization: Bearer …`); `None` = no token.
+    pub token: Option<SecretRef>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -756,11 +792,57 @@ impl Check<'_> {
             secs(30),
             secs(1)..=secs(600),
         );
-        let protocol = protocol.map(|raw::RawProtocol::Astm| {
-            Protocol::Astm(AstmSettings {
+        let token_file = self
+            .get(&p("token_file"), &s.token_file)
+            .map(|(f, _)| f.clone());
+        let token_env = self
+            .get(&p("token_env"), &s.token_env)
+            .map(|(v, _)| v.clone());
+        let max_body = self.int(&p("max_body"), &s.max_body, 1 << 20, 1024..=16 << 20);
+        if protocol != Some(raw::RawProtocol::Http) {
+            for (key, set) in [
+                ("token_file", s.token_file.is_some()),
+                ("token_env", s.token_env.is_some()),
+                ("max_body", s.max_body.is_some()),
+            ] {
+                if set {
+                    self.error(
+                        &p(key),
+                        self.line_at_path(&p(key)),
+                        "only used with protocol = \"http\"",
+                    );
+                }
+            }
+        }
+        let protocol = protocol.map(|proto| match proto {
+            raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
                 encoding,
                 receive_timeout,
-            })
+            }),
+            raw::RawProtocol::Hl7 => Protocol::Hl7(StreamSettings {
+                encoding: if s.encoding.is_some() {
+                    encoding
+                } else {
+                    Encoding::Utf8
+                },
+                receive_timeout,
+            }),
+            raw::RawProtocol::Poct1 => Protocol::Poct1(StreamSettings {
+                encoding: if s.encoding.is_some() {
+                    encoding
+                } else {
+                    Encoding::Utf8
+                },
+                receive_timeout,
+            }),
+            raw::RawProtocol::Http => Protocol::Http(HttpSettings {
+                token: match (token_file, token_env) {
+                    (Some(f), _) => Some(SecretRef::File(f)),
+                    (None, Some(v)) => Some(SecretRef::Env(v)),
+                    (None, None) => None,
+                },
+                max_body_bytes: max_body,
+            }),
         });
 
         let transport_key = p("transport");
@@ -811,6 +893,16 @@ impl Check<'_> {
             }
         }
 
+        if matches!(protocol, Some(Protocol::Http(_))) && transport != RawTransport::TcpServer {
+            self.error(
+                &transport_key,
+                self.line_at_path(&transport_key),
+                format!(
+                    "protocol \"http\" needs transport = \"tcp-server\" (not \"{}\")",
+                    transport.name()
+                ),
+            );
+        }
         let transport = match transport {
             RawTransport::TcpServer => {
                 let (listen, line) = self.required(
@@ -1345,14 +1437,14 @@ mod tests {
     #[test]
     fn wrong_types_and_values_are_reported_with_paths() {
         let text = with_source("transport = \"usb\"\nencoding = \"utf-8\"\nenabled = \"yes\"\n")
-            .replace("protocol = \"astm\"", "protocol = \"hl7\"")
+            .replace("protocol = \"astm\"", "protocol = \"smtp\"")
             .replace("id = \"a\"", "id = \"GeneXpert 1\"")
             + "[limits]\nmax_connections = 100\nmax_frame_bytes = 100\n";
         let errors = errors(&text);
         let shown = ConfigErrors(errors.clone()).to_string();
         for expected in [
             "sources[0].id (line 5): \"GeneXpert 1\" is not a valid id",
-            "sources[0].protocol (line 6): unknown variant `hl7`, expected `astm`",
+            "sources[0].protocol (line 6): unknown variant `smtp`, expected one of `astm`, `hl7`, `poct1`, `http`",
             "sources[0].transport (line 7): unknown variant `usb`",
             "sources[0].encoding (line 8): unknown variant `utf-8`",
             "sources[0].enabled (line 9): invalid type: string \"yes\", expected a boolean",

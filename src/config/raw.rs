@@ -123,8 +123,16 @@ pub struct RawSource {
     pub id: Option<Val<String>>,
     /// `false` keeps the source in the file without running it. Default `true`.
     pub enabled: Option<Val<bool>>,
-    /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records).
+    /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
+    /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP) or `"http"` (JSON, FHIR, CSV
+    /// and XML results POSTed to the gateway; transport `"tcp-server"`).
     pub protocol: Option<Val<RawProtocol>>,
+    /// http: file holding the bearer token senders must present. Default: no token required.
+    pub token_file: Option<Val<PathBuf>>,
+    /// http: environment variable holding the bearer token.
+    pub token_env: Option<Val<String>>,
+    /// http: largest accepted request body in bytes. Default 1048576, 1024 ..= 16777216.
+    pub max_body: Option<Val<i64>>,
     /// ASTM: how the analyzer encodes text, `"latin1"` or `"utf8"`. Default `"latin1"`.
     pub encoding: Option<Val<RawEncoding>>,
     /// ASTM: a half-received message is dropped after this much silence. Default `"30s"`,
@@ -159,11 +167,14 @@ pub struct RawSource {
     pub reopen_after: Option<Val<RawDuration>>,
 }
 
-/// `protocol = …` (a closed set: later `"hl7"`, `"poct1"`, …).
+/// `protocol = …` (a closed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawProtocol {
     Astm,
+    Hl7,
+    Poct1,
+    Http,
 }
 
 /// `encoding = …`

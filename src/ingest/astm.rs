@@ -93,7 +93,7 @@ where
 
 /// Decode and commit one message; `true` when it is durable (new or already stored).
 async fn commit(msg: CompleteMessage, ctx: &SourceCtx, stats: &mut ConversationStats) -> bool {
-    let decoded = decode::decode_message(&msg.text, ctx.astm.encoding);
+    let decoded = decode::decode_message(&msg.text, ctx.encoding());
     let parse_errors: Vec<String> = decoded.errors.iter().map(|e| e.to_string()).collect();
     for e in &parse_errors {
         warn!(source = %ctx.id, error = %e, "message stored with a parse error");

@@ -3,10 +3,13 @@
 //! retries, it never stops another.
 
 pub mod astm;
+pub mod hl7;
+pub mod http;
+pub mod poct1;
 pub mod serial;
 pub mod tcp;
 
-use crate::config::{AstmSettings, Limits};
+use crate::config::{Encoding, Limits, Protocol};
 use crate::protocol::astm::link::ReceiverLimits;
 use crate::protocol::astm::session::SessionLimits;
 use crate::record::SourceId;
@@ -17,20 +20,53 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct SourceCtx {
     pub id: SourceId,
-    pub astm: AstmSettings,
+    pub protocol: Protocol,
     pub limits: Limits,
     pub store: Store,
 }
 
 impl SourceCtx {
+    /// Text encoding for messages that do not declare their own.
+    pub fn encoding(&self) -> Encoding {
+        match &self.protocol {
+            Protocol::Astm(a) => a.encoding,
+            Protocol::Hl7(s) | Protocol::Poct1(s) => s.encoding,
+            Protocol::Http(_) => Encoding::Utf8,
+        }
+    }
+
+    /// Silence after which a half-received message is dropped.
+    pub fn receive_timeout(&self) -> Duration {
+        match &self.protocol {
+            Protocol::Astm(a) => a.receive_timeout,
+            Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
+            Protocol::Http(_) => Duration::from_secs(30),
+        }
+    }
+
     pub fn session_limits(&self) -> SessionLimits {
         SessionLimits {
             link: ReceiverLimits {
                 max_frame_bytes: self.limits.max_frame_bytes,
-                timeout: self.astm.receive_timeout,
+                timeout: self.receive_timeout(),
             },
             max_message_bytes: self.limits.max_message_bytes,
         }
+    }
+}
+
+/// Run the source's protocol over one connected byte stream until it closes.
+pub async fn converse<S>(io: &mut S, ctx: &SourceCtx) -> std::io::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match &ctx.protocol {
+        Protocol::Astm(_) => astm::converse(io, ctx).await.map(|s| format!("{s:?}")),
+        Protocol::Hl7(_) => hl7::converse(io, ctx).await.map(|s| format!("{s:?}")),
+        Protocol::Poct1(_) => poct1::converse(io, ctx).await.map(|s| format!("{s:?}")),
+        Protocol::Http(_) => Err(std::io::Error::other(
+            "protocol http is served by its own listener, not over a stream",
+        )),
     }
 }
 

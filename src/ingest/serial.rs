@@ -3,7 +3,7 @@
 //! it and an in-memory duplex stream that the async conversation reads like a socket. A missing or
 //! unplugged port is reopened with backoff; the rest of the gateway keeps running.
 
-use super::{Backoff, SourceCtx, astm};
+use super::{Backoff, SourceCtx};
 use crate::config::{DataBits, FlowControl, Parity, SerialSettings, StopBits};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -130,8 +130,8 @@ async fn converse_on(port: Box<dyn serialport::SerialPort>, ctx: &SourceCtx) -> 
         }
     };
     let conversation = async {
-        match astm::converse(&mut gateway_end, ctx).await {
-            Ok(stats) => format!("conversation ended ({stats:?})"),
+        match super::converse(&mut gateway_end, ctx).await {
+            Ok(stats) => format!("conversation ended ({stats})"),
             Err(e) => format!("conversation error: {e}"),
         }
     };

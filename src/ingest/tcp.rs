@@ -1,7 +1,7 @@
 //! TCP transports: a server the analyzer connects to, and a client that dials the analyzer
 //! (GeneXpert supports both, protocols.md §1.1 "Physical layer").
 
-use super::{Backoff, SourceCtx, astm};
+use super::{Backoff, SourceCtx};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,8 @@ pub async fn serve(listener: TcpListener, ctx: SourceCtx) {
 async fn run_connection(mut stream: TcpStream, peer: SocketAddr, ctx: &SourceCtx) {
     let _ = stream.set_nodelay(true);
     info!(source = %ctx.id, %peer, "analyzer connected");
-    match astm::converse(&mut stream, ctx).await {
-        Ok(stats) => info!(source = %ctx.id, %peer, ?stats, "analyzer disconnected"),
+    match super::converse(&mut stream, ctx).await {
+        Ok(stats) => info!(source = %ctx.id, %peer, %stats, "analyzer disconnected"),
         Err(e) => warn!(source = %ctx.id, %peer, error = %e, "connection ended"),
     }
 }

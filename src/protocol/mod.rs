@@ -2,3 +2,6 @@
 //! no database — so every decoder is unit-tested and fuzzed with plain byte slices.
 
 pub mod astm;
+pub mod fhir;
+pub mod hl7;
+pub mod poct1;

@@ -83,12 +83,18 @@ impl FromStr for RecordStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolKind {
     Astm,
+    Hl7,
+    Poct1,
+    Http,
 }
 
 impl ProtocolKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Astm => "astm",
+            Self::Hl7 => "hl7",
+            Self::Poct1 => "poct1",
+            Self::Http => "http",
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Integration tests: the real binary, real sockets and ptys, a real SQLite file.
 
 mod cli;
+mod hl7;
+mod http;
 mod ingest;
+mod poct1;
 mod support;
 mod sync;

@@ -4,7 +4,8 @@
 CREATE TABLE messages (
     id            INTEGER PRIMARY KEY,
     source        TEXT    NOT NULL,
-    protocol      TEXT    NOT NULL CHECK (protocol IN ('astm')),
+    protocol      TEXT    NOT NULL
+                  CHECK (protocol IN ('astm', 'hl7', 'poct1', 'http', 'modbus', 'mqtt', 'file')),
     received_at   TEXT    NOT NULL,             -- RFC 3339 UTC, gateway clock
     content_hash  BLOB    NOT NULL CHECK (length(content_hash) = 32),
     wire          BLOB    NOT NULL,             -- bytes as framed on the wire

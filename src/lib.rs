@@ -8,6 +8,7 @@
 //! - [`ingest`]   transports (TCP server/client, RS-232, HTTP): open, read, reply after commit,
 //!   reconnect
 //! - [`store`]    the one SQLite writer (WAL, synchronous=FULL, group commit), migrations, queries
+//! - [`capture`]  capture mode: record an unknown analyzer's bytes, rank baud rates, detect the protocol
 //! - [`sim`]      an analyzer simulator that plays capture files over TCP or a serial port/pty
 //! - [`tempr`]    Temprs: builder / minijinja template / JavaScript (boa) → DHIS2 request, chains
 //! - [`sync`]     DHIS2 client, pure response classification, metadata cache and local validation
@@ -16,6 +17,7 @@
 //! - [`app`]      wiring and supervision only
 
 pub mod app;
+pub mod capture;
 pub mod config;
 pub mod dhis2sim;
 pub mod ingest;

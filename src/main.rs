@@ -87,6 +87,25 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Listen on a serial port of an unknown analyzer: record every byte with timestamps to a
+    /// capture file (never writes to the port), find the baud rate and name the protocol.
+    Capture {
+        /// The serial device, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        port: String,
+        /// Baud rate; without it common rates are tried and the one that reads as text is kept.
+        #[arg(long)]
+        baud: Option<u32>,
+        /// Stop after this long (e.g. "10m").
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        /// Stop after this much silence once the analyzer has started talking (e.g. "30s").
+        #[arg(long)]
+        idle_stop: Option<String>,
+        /// The capture file; `pocketgate decode` and `pocketgate simulate` read it directly.
+        #[arg(long, default_value = "capture.txt")]
+        out: PathBuf,
+    },
     /// Play capture files as an analyzer would, over TCP or a serial port / pty.
     Simulate {
         /// Connect to the gateway's TCP server at this address.
@@ -174,8 +193,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             encoding,
             file,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = read_input(&file)?;
             let enc = match encoding {
                 EncodingArg::Latin1 => Encoding::Latin1,
                 EncodingArg::Utf8 => Encoding::Utf8,
@@ -264,6 +282,28 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             if let Some(why) = outbox::get_state(conn, "paused")? {
                 println!("          PAUSED: {why} (fix it, then `pocketgate sync --resume`)");
             }
+        }
+        Command::Capture {
+            port,
+            baud,
+            duration,
+            idle_stop,
+            out,
+        } => {
+            let parse = |what: &str, text: &str| {
+                config::parse_duration(text).with_context(|| {
+                    format!("--{what} {text:?} is not a duration (e.g. \"30s\", \"10m\")")
+                })
+            };
+            let mut settings = pocketgate::capture::CaptureSettings::new(out);
+            settings.baud = baud;
+            settings.duration = parse("duration", &duration)?;
+            settings.idle_stop = idle_stop.map(|t| parse("idle-stop", &t)).transpose()?;
+            eprintln!(
+                "listening on {port} (nothing is sent to the analyzer); start a result transfer now"
+            );
+            let report = pocketgate::capture::capture(&port, settings)?;
+            println!("{report}");
         }
         Command::Tempr {
             command:
@@ -373,7 +413,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         } => {
             let mut messages = Vec::new();
             for f in &files {
-                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let bytes = read_input(f)?;
                 messages.extend(sim::messages_from_capture(&bytes));
             }
             let all: Vec<Vec<u8>> = std::iter::repeat_n(messages, repeat).flatten().collect();
@@ -409,6 +449,16 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A capture file's bytes: raw bytes as saved by other tools, or a `pocketgate capture` file
+/// (recognised by its first line), whose received bytes are replayed.
+fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(pocketgate::capture::FILE_MAGIC.as_bytes()) {
+        return Ok(pocketgate::capture::read_capture(path)?);
+    }
+    Ok(bytes)
 }
 
 /// A record view for `tempr test` from what the CLI prints elsewhere.

@@ -123,3 +123,35 @@ fn records_lists_a_malformed_message_with_its_parse_error() {
         "{row}"
     );
 }
+
+#[test]
+fn decode_replays_a_capture_file_made_by_capture_mode() {
+    use pocketgate::capture::{Direction, write_chunk, write_header};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site-visit.txt");
+    let bytes = crate::support::fixture("s14-abbott-afinion2.astm");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    write_header(&mut f, "/dev/ttyUSB0", Some(9600), now).unwrap();
+    // The analyzer's bytes arrive in pieces, as they do on a serial line.
+    for piece in bytes.chunks(37) {
+        write_chunk(&mut f, now, Direction::Rx, piece).unwrap();
+    }
+    drop(f);
+    let out = Command::new(BIN).arg("decode").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let direct = Command::new(BIN)
+        .args(["decode", "tests/fixtures/astm/s14-abbott-afinion2.astm"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout, direct.stdout,
+        "the capture decodes like the raw bytes"
+    );
+    assert!(!out.stdout.is_empty());
+}

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary, real sockets and ptys, a real SQLite file.
 
+mod capture;
 mod cli;
 mod hl7;
 mod http;

@@ -288,6 +288,15 @@ impl Deliver {
         }
     }
 
+    /// False only when the server is known to be 2.42 or later.
+    fn server_has_legacy_events(&self) -> bool {
+        Reader::open(&self.db)
+            .ok()
+            .and_then(|r| outbox::get_state(r.conn(), "server_version").ok().flatten())
+            .and_then(|v| v.parse::<crate::sync::client::Dhis2Version>().ok())
+            .is_none_or(|v| v.has_legacy_events())
+    }
+
     fn link_down(&self) -> bool {
         Reader::open(&self.db)
             .ok()
@@ -295,9 +304,17 @@ impl Deliver {
             .is_some_and(|l| l.starts_with("down"))
     }
 
-    /// Fetch the programs, data sets, org units and tracked entity types the Temprs may name
-    /// (dhis2.md §5) and keep them in the store for offline validation.
+    /// Fetch the server version (dhis2.md §0.1 decides which APIs exist) and the programs, data
+    /// sets, org units and tracked entity types the Temprs may name (dhis2.md §5); keep both in the
+    /// store for offline use.
     pub async fn refresh_metadata(&self) -> Result<(), String> {
+        let info = self.client.system_info().await.map_err(|e| e.to_string())?;
+        let version = info.version.to_string();
+        info!(version = %version, "DHIS2 server version");
+        self.store
+            .write(move |tx| outbox::set_state(tx, "server_version", Some(&version)))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut md = MetadataCache::default();
         for path in [
             metadata::PROGRAMS_PATH,
@@ -379,6 +396,19 @@ impl Deliver {
         rows: Vec<OutboxRow>,
         stats: &mut PassStats,
     ) -> Result<(), StoreError> {
+        if rows[0].request.endpoint == Endpoint::Events && !self.server_has_legacy_events() {
+            // DHIS2 2.42 removed /api/events (dhis2.md §0.1): say so instead of a bare 404.
+            let errors = vec![ObjectError {
+                code: "LEGACY_EVENTS_REMOVED".into(),
+                uid: None,
+                object_type: None,
+                message: "this DHIS2 (2.42+) has no /api/events; change the Tempr to endpoint = \"tracker\""
+                    .into(),
+            }];
+            return self
+                .record(rows, Outcome::Rejected(errors), Value::Null, false, stats)
+                .await;
+        }
         let request = merge(&rows);
         stats.requests += 1;
         let opts = SendOptions {

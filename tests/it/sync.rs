@@ -345,3 +345,62 @@ async fn bad_records_get_a_readable_error_and_the_rest_flow() {
         "the deleted one is gone"
     );
 }
+
+/// The same HbA1c event through the legacy `/api/events` API (DHIS2 2.36–2.41).
+const LEGACY_TEMPR: &str = r#"
+name = "hba1c-legacy"
+version = 1
+kind = "template"
+endpoint = "events"
+template = '''
+{% set r = record.results["HbA1c"] %}
+{"events": [{
+  "event": {{ uid(record.source ~ ":" ~ record.sample_id ~ ":legacy")|tojson }},
+  "program": "LabRslts001",
+  "programStage": "LabStage001",
+  "orgUnit": {{ ctx.org_unit|tojson }},
+  "eventDate": {{ r.observed_at|dhis2_datetime|tojson }},
+  "status": "COMPLETED",
+  "dataValues": [
+    {"dataElement": "LabTestCode", "value": "HBA1C"},
+    {"dataElement": "LabResult01", "value": "NEGATIVE"},
+    {"dataElement": "LabValue001", "value": {{ r.value|tojson }}}
+  ]
+}]}
+'''
+
+[match]
+test_codes = "HbA1c"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_events_go_to_api_events_on_2_41_and_are_refused_with_a_reason_on_2_42() {
+    for (version, delivered) in [("2.41.3", true), ("2.42.1", false)] {
+        let sim = Dhis2Sim::start(version);
+        let temprs = temprs_dir(&[("legacy.toml", LEGACY_TEMPR)]);
+        let addr = free_addr();
+        let gw = Gateway::start(&format!(
+            "{}\n{}",
+            tcp_source("afinion", addr, "30s"),
+            dhis2_block(&sim, temprs.path(), OU)
+        ));
+        gw.wait_listening(addr);
+        assert_eq!(play(addr, &numbered_messages(2)).await.acked.len(), 2);
+        let settled = wait_settled(&gw, 2, Duration::from_secs(60));
+        if delivered {
+            assert!(
+                settled.iter().all(|(s, _)| s == "delivered"),
+                "{version}: {settled:?}"
+            );
+            assert_eq!(events_of(&sim, "LabRslts001").len(), 2);
+        } else {
+            assert!(
+                settled.iter().all(|(s, _)| s == "rejected"),
+                "{version}: {settled:?}"
+            );
+            let why = settled[0].1.as_deref().unwrap_or_default();
+            assert!(why.contains("/api/events"), "{why}");
+            assert!(sim.events().is_empty());
+        }
+    }
+}

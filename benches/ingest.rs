@@ -254,7 +254,7 @@ fn main() {
     writeln!(
         md,
         "- commit: `{commit}`; binary: `{}` ({size_mib:.2} MiB, {kind})",
-        bin.display()
+        bin.strip_prefix(&root).unwrap_or(&bin).display()
     )
     .unwrap();
     writeln!(md, "- workload: {ANALYZERS} simulated analyzers on 8 TCP server sources, {per_analyzer} messages each per run (one ENQ…EOT transfer per 5-record Afinion-style message); every message committed to SQLite (WAL, synchronous=FULL) before its final ACK; latency = ENQ to final ACK seen by the analyzer").unwrap();

@@ -518,8 +518,8 @@ fn main() {
     writeln!(
         md,
         "- commit: `{commit}`; gateway `{}`, test server `{}` ({kind})",
-        bin.display(),
-        sim_bin.display()
+        bin.strip_prefix(&root).unwrap_or(&bin).display(),
+        sim_bin.strip_prefix(&root).unwrap_or(&sim_bin).display()
     )
     .unwrap();
     writeln!(md, "- workload: {n} distinct HbA1c results sent over ASTM/TCP from {CONNECTIONS} concurrent connections to one source while DHIS2 (`dhis2-sim` 2.41.3, PAT auth) is down; each is committed (WAL, synchronous=FULL) before its ACK and rendered by a template Tempr into one tracker event; then the sim starts and the clock runs from its first accept until every message is `delivered` (status polled every {} ms, so ±{} ms); `batch_tracked_entities = {BATCH}`, `retry_min = \"200ms\"`, `retry_max = \"1s\"`", POLL.as_millis(), POLL.as_millis()).unwrap();

@@ -163,15 +163,11 @@ fn events(list: Vec<Value>) -> Value {
     json!({ "events": list })
 }
 
+/// A verbatim DHIS2 response (the repo's copy of shared/reference/dhis2-samples, see its README).
 fn sample(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/dhis2-samples")
+        .join("tests/fixtures/dhis2/responses")
         .join(name);
-    let path = if path.exists() {
-        path
-    } else {
-        PathBuf::from("/work/shared/reference/dhis2-samples").join(name)
-    };
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 

@@ -119,6 +119,10 @@ impl RenderCtx {
             )));
         };
         let record = tempr::record_view(m.id.0, &m.source, &m.received_at, &m.observations);
+        // A step's own [match] still applies: a record it does not match ends the chain here.
+        if !next.enabled || !next.matcher.matches(&record) {
+            return None;
+        }
         let ctx = self.ctx(Some((response, &row.request)));
         Some(
             tempr::apply(next, &record, &ctx, &self.limits)

@@ -101,13 +101,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             config.store.path.clone(),
             rc.clone(),
         ));
-        let deliver = pipeline::Deliver {
-            store: store.clone(),
-            db: config.store.path.clone(),
+        let deliver = pipeline::Deliver::new(
+            store.clone(),
+            config.store.path.clone(),
             client,
-            settings: d.clone(),
+            d.clone(),
             rc,
-        };
+        );
         info!(url = %d.url, "DHIS2 sync enabled");
         tasks.spawn(deliver.run());
     } else {

@@ -373,13 +373,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 if now {
                     let (rc, client) = pocketgate::app::sync_parts(&config, &d)?;
                     while pipeline::render_pass(&store, &config.store.path, &rc).await? > 0 {}
-                    let deliver = pipeline::Deliver {
-                        store: store.clone(),
-                        db: config.store.path.clone(),
-                        client,
-                        settings: d,
-                        rc,
-                    };
+                    let deliver = pipeline::Deliver::new(store.clone(), config.store.path.clone(), client, d, rc);
                     let mut total = pipeline::PassStats::default();
                     loop {
                         let s = deliver.pass().await?;

@@ -15,7 +15,7 @@ use crate::tempr::{self, TemprSet};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
@@ -200,6 +200,8 @@ pub struct Deliver {
     pub client: Dhis2Client,
     pub settings: Dhis2Settings,
     pub rc: RenderCtx,
+    /// The stage's read connection, opened once (reopened after an error) instead of per query.
+    reader: Mutex<Option<Reader>>,
 }
 
 /// What one deliver pass did.
@@ -214,6 +216,40 @@ pub struct PassStats {
 }
 
 impl Deliver {
+    pub fn new(
+        store: Store,
+        db: PathBuf,
+        client: Dhis2Client,
+        settings: Dhis2Settings,
+        rc: RenderCtx,
+    ) -> Self {
+        Deliver {
+            store,
+            db,
+            client,
+            settings,
+            rc,
+            reader: Mutex::new(None),
+        }
+    }
+
+    /// Run a read query on the stage's own read connection.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = match guard.take() {
+            Some(r) => r,
+            None => Reader::open(&self.db)?,
+        };
+        let result = f(reader.conn());
+        if result.is_ok() {
+            *guard = Some(reader);
+        }
+        result.map_err(StoreError::Query)
+    }
+
     /// Deliver for ever: send due rows, sleep until the next is due or something new is stored.
     /// While the link is down, a cheap probe (`/api/ping`, `/api/system/ping`) runs with backoff
     /// instead of re-sending payloads; sync resumes by itself when the probe answers.
@@ -282,9 +318,10 @@ impl Deliver {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "deliver pass failed"),
             }
-            let wait = Reader::open(&self.db)
+            let wait = self
+                .read(outbox::next_due_in_ms)
                 .ok()
-                .and_then(|r| outbox::next_due_in_ms(r.conn()).ok().flatten())
+                .flatten()
                 .map(|ms| Duration::from_millis(ms.max(50) as u64))
                 .unwrap_or(Duration::from_secs(30))
                 .min(Duration::from_secs(30));
@@ -294,17 +331,17 @@ impl Deliver {
 
     /// False only when the server is known to be 2.42 or later.
     fn server_has_legacy_events(&self) -> bool {
-        Reader::open(&self.db)
+        self.read(|c| outbox::get_state(c, "server_version"))
             .ok()
-            .and_then(|r| outbox::get_state(r.conn(), "server_version").ok().flatten())
+            .flatten()
             .and_then(|v| v.parse::<crate::sync::client::Dhis2Version>().ok())
             .is_none_or(|v| v.has_legacy_events())
     }
 
     fn link_down(&self) -> bool {
-        Reader::open(&self.db)
+        self.read(|c| outbox::get_state(c, "link"))
             .ok()
-            .and_then(|r| outbox::get_state(r.conn(), "link").ok().flatten())
+            .flatten()
             .is_some_and(|l| l.starts_with("down"))
     }
 
@@ -350,15 +387,12 @@ impl Deliver {
     }
 
     fn paused(&self) -> Option<String> {
-        let r = Reader::open(&self.db).ok()?;
-        outbox::get_state(r.conn(), "paused").ok().flatten()
+        self.read(|c| outbox::get_state(c, "paused")).ok().flatten()
     }
 
     /// Send one batch of due rows and record the outcome.
     pub async fn pass(&self) -> Result<PassStats, StoreError> {
-        let reader = Reader::open(&self.db)?;
-        let due = outbox::due(reader.conn(), self.max_rows())?;
-        drop(reader);
+        let due = self.read(|c| outbox::due(c, self.max_rows()))?;
         let Some(first) = due.first() else {
             return Ok(PassStats::default());
         };
@@ -516,7 +550,6 @@ impl Deliver {
         response: &str,
         stats: &mut PassStats,
     ) -> Result<(), StoreError> {
-        let reader = Reader::open(&self.db)?;
         let mut plan = Vec::new();
         for row in rows {
             let uids = object_uids(&row.request.body);
@@ -531,13 +564,12 @@ impl Deliver {
                 continue;
             }
             stats.delivered += 1;
-            let next = match outbox::message(reader.conn(), row.message_id)? {
+            let next = match self.read(|c| outbox::message(c, row.message_id))? {
                 Some(m) => self.rc.render_next(&m, &row, body),
                 None => None,
             };
             plan.push((row, Ok(()), next));
         }
-        drop(reader);
         let response = response.to_owned();
         self.store
             .write(move |tx| {

@@ -8,29 +8,18 @@
 //! Without `--bench` (that is, under `cargo test --all-targets`, as CI runs it) this is the smoke
 //! variant: one short run against the test build of the binary, printed, no results file.
 
+#[path = "common.rs"]
+mod common;
+
+use common::{env_usize, free_addrs, machine, proc_kib, stats};
 use pocketgate::sim::{self, SimOptions};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ANALYZERS: usize = 8;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `n` distinct ports nobody listens on (all held until chosen, so none repeats).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter().map(|l| l.local_addr().unwrap()).collect()
-}
 
 struct Gateway {
     child: Child,
@@ -81,15 +70,6 @@ fn start(bin: &Path, sources: usize) -> Gateway {
         _dir: dir,
         addrs,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// A realistic small result message (Afinion-style), distinct per analyzer and index.
@@ -143,12 +123,7 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, per_analyzer: usize) -> Run
         all
     });
     let elapsed = t0.elapsed();
-    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let peak = proc_kib(pid, "VmHWM:");
     let mut lat: Vec<Duration> = latencies.into_iter().flatten().collect();
     lat.sort();
     let pct =
@@ -159,26 +134,6 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, per_analyzer: usize) -> Run
         p99_ms: pct(0.99),
         peak_rss_kib: peak,
     }
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[0], v[v.len() / 2], v[v.len() - 1])
-}
-
-fn machine() -> (String, String) {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    (host, cpu)
 }
 
 fn main() {
@@ -203,7 +158,7 @@ fn main() {
     for _ in 0..runs {
         let gw = start(&bin, ANALYZERS);
         std::thread::sleep(Duration::from_secs(2));
-        idle.push(rss_kib(gw.child.id()) as f64 / 1024.0);
+        idle.push(proc_kib(gw.child.id(), "VmRSS:") as f64 / 1024.0);
     }
     let mut results = Vec::new();
     for r in 0..runs {

@@ -12,12 +12,16 @@
 //! variant: one run of 500 records against the test builds of both binaries, printed, no
 //! results file.
 
+#[path = "common.rs"]
+mod common;
+
+use common::{env_usize, free_addrs, machine, proc_kib, stats};
 use pocketgate::sim::{self, SimOptions};
 use pocketgate::store::Reader;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,21 +71,6 @@ template = '''
 [match]
 test_codes = "HbA1c"
 "#;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `n` distinct ports nobody listens on (all held until chosen, so none repeats).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter().map(|l| l.local_addr().unwrap()).collect()
-}
 
 fn wait_listening(addr: SocketAddr, what: &str) {
     let until = Instant::now() + Duration::from_secs(20);
@@ -243,15 +232,6 @@ impl Drop for Gateway {
     }
 }
 
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -407,26 +387,6 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, sim_bin: &Path, n: usize) -
         rss_after_kib,
         hwm_kib,
     }
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[0], v[v.len() / 2], v[v.len() - 1])
-}
-
-fn machine() -> (String, String) {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    (host, cpu)
 }
 
 fn main() {

@@ -92,6 +92,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             Transport::Serial(settings) => {
                 tasks.spawn(ingest::serial::run(settings.clone(), ctx));
             }
+            Transport::Mqtt(settings) => {
+                let client_id = settings.client_id(&config.gateway.name, &source.id);
+                tasks.spawn(ingest::mqtt::run(ctx, (**settings).clone(), client_id));
+            }
         }
     }
     if let Some(d) = &config.dhis2 {

@@ -1,7 +1,10 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod mqtt;
 pub mod raw;
+
+pub use mqtt::{MqttSettings, MqttTls, MqttTopic, PayloadFormat};
 
 use crate::record::SourceId;
 use raw::{RawConfig, RawDuration, RawSource, RawTransport, Val};
@@ -127,6 +130,8 @@ pub enum Protocol {
     Poct1(StreamSettings),
     /// Results POSTed over HTTP (JSON, FHIR, CSV, XML).
     Http(HttpSettings),
+    /// Messages from an MQTT broker; the payload format is per topic ([`MqttSettings`]).
+    Mqtt,
 }
 
 impl Protocol {
@@ -137,6 +142,7 @@ impl Protocol {
             Protocol::Hl7(_) => "hl7",
             Protocol::Poct1(_) => "poct1",
             Protocol::Http(_) => "http",
+            Protocol::Mqtt => "mqtt",
         }
     }
 }
@@ -186,6 +192,8 @@ pub enum Transport {
         backoff_min: Duration,
         backoff_max: Duration,
     },
+    /// The gateway subscribes on an MQTT broker (boxed: the largest variant by far).
+    Mqtt(Box<MqttSettings>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -843,6 +851,7 @@ impl Check<'_> {
                 },
                 max_body_bytes: max_body,
             }),
+            raw::RawProtocol::Mqtt => Protocol::Mqtt,
         });
 
         let transport_key = p("transport");
@@ -851,7 +860,7 @@ impl Check<'_> {
                 &transport_key,
                 &s.transport,
                 table_line,
-                "\"tcp-server\", \"tcp-client\" or \"serial\"",
+                "\"tcp-server\", \"tcp-client\", \"serial\" or \"mqtt\"",
             )
             .map(|(&t, _)| t);
         let Some(transport) = transport else {
@@ -862,6 +871,7 @@ impl Check<'_> {
             return None;
         };
 
+        self.mqtt_pairing(i, s, transport);
         // Keys of other transports: reported instead of their values.
         let present: [(&str, Option<Option<usize>>); 10] = [
             ("listen", s.listen.as_ref().map(|v| self.line(v))),
@@ -956,6 +966,7 @@ impl Check<'_> {
                 }
             }
             RawTransport::Serial => self.serial(i, s, table_line)?,
+            RawTransport::Mqtt => self.mqtt(i, s, table_line)?,
         };
 
         Some(SourceConfig {
@@ -1110,6 +1121,10 @@ impl Check<'_> {
                             format!("\"{}\" is already used by sources[{j}]", serial.port),
                         );
                     }
+                }
+                Transport::Mqtt(m) => {
+                    let earlier: Vec<_> = earlier().collect();
+                    self.mqtt_conflicts(i, m, &earlier);
                 }
                 Transport::TcpClient { .. } => {}
             }
@@ -1444,7 +1459,7 @@ mod tests {
         let shown = ConfigErrors(errors.clone()).to_string();
         for expected in [
             "sources[0].id (line 5): \"GeneXpert 1\" is not a valid id",
-            "sources[0].protocol (line 6): unknown variant `smtp`, expected one of `astm`, `hl7`, `poct1`, `http`",
+            "sources[0].protocol (line 6): unknown variant `smtp`, expected one of `astm`, `hl7`, `poct1`, `http`, `mqtt`",
             "sources[0].transport (line 7): unknown variant `usb`",
             "sources[0].encoding (line 8): unknown variant `utf-8`",
             "sources[0].enabled (line 9): invalid type: string \"yes\", expected a boolean",

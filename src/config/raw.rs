@@ -124,8 +124,9 @@ pub struct RawSource {
     /// `false` keeps the source in the file without running it. Default `true`.
     pub enabled: Option<Val<bool>>,
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
-    /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP) or `"http"` (JSON, FHIR, CSV
-    /// and XML results POSTed to the gateway; transport `"tcp-server"`).
+    /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP), `"http"` (JSON, FHIR, CSV
+    /// and XML results POSTed to the gateway; transport `"tcp-server"`) or `"mqtt"` (messages
+    /// from an MQTT broker; transport `"mqtt"`, formats per topic).
     pub protocol: Option<Val<RawProtocol>>,
     /// http: file holding the bearer token senders must present. Default: no token required.
     pub token_file: Option<Val<PathBuf>>,
@@ -138,7 +139,8 @@ pub struct RawSource {
     /// ASTM: a half-received message is dropped after this much silence. Default `"30s"`,
     /// `"1s"` ..= `"10m"`.
     pub receive_timeout: Option<Val<RawDuration>>,
-    /// Required. How the analyzer is connected: `"tcp-server"`, `"tcp-client"` or `"serial"`.
+    /// Required. How the analyzer is connected: `"tcp-server"`, `"tcp-client"`, `"serial"` or
+    /// `"mqtt"` (subscribe on a broker; settings in `[sources.mqtt]`).
     pub transport: Option<Val<RawTransport>>,
     /// tcp-server (required): the address and port the gateway listens on, e.g. `"0.0.0.0:5100"`.
     pub listen: Option<Val<String>>,
@@ -165,6 +167,8 @@ pub struct RawSource {
     /// serial: wait before trying again to open a missing or unplugged port (it doubles up to 8×).
     /// Default `"2s"`, `"100ms"` ..= `"5m"`.
     pub reopen_after: Option<Val<RawDuration>>,
+    /// mqtt (required): `[sources.mqtt]`, the broker and the topics (see `super::mqtt`).
+    pub mqtt: Option<super::mqtt::RawMqtt>,
 }
 
 /// `protocol = …` (a closed set).
@@ -175,6 +179,7 @@ pub enum RawProtocol {
     Hl7,
     Poct1,
     Http,
+    Mqtt,
 }
 
 /// `encoding = …`
@@ -192,6 +197,7 @@ pub enum RawTransport {
     TcpServer,
     TcpClient,
     Serial,
+    Mqtt,
 }
 
 impl RawTransport {
@@ -201,6 +207,7 @@ impl RawTransport {
             RawTransport::TcpServer => "tcp-server",
             RawTransport::TcpClient => "tcp-client",
             RawTransport::Serial => "serial",
+            RawTransport::Mqtt => "mqtt",
         }
     }
 }
@@ -689,6 +696,10 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                             keys_of::<RawSource>(),
                             errors,
                         );
+                        if let Some(mqtt) = item.get(&["mqtt"]) {
+                            let path = format!("sources[{i}].mqtt");
+                            super::mqtt::check_shape(text, &path, mqtt, errors);
+                        }
                     }
                 }
                 _ => errors.push(ConfigError {
@@ -714,7 +725,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn unknown_key(key: &str, known: &[&str]) -> String {
+pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
     let closest = known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

@@ -191,8 +191,31 @@ async fn drive(
                 let wait = backoff.next_delay();
                 report(&ctx, &broker, &settings, &e, wait);
                 tokio::time::sleep(wait).await;
+                if matches!(
+                    e,
+                    ConnectionError::ConnectionRefused(
+                        ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                    )
+                ) {
+                    // A corrected password file works without a restart.
+                    reread_password(&mut eventloop, &settings, &ctx);
+                }
             }
         }
+    }
+}
+
+fn reread_password(eventloop: &mut EventLoop, settings: &MqttSettings, ctx: &SourceCtx) {
+    let (Some(user), Some(secret)) = (&settings.username, &settings.password) else {
+        return;
+    };
+    match secret.read() {
+        Ok(password) => {
+            eventloop
+                .mqtt_options
+                .set_credentials(user.clone(), password);
+        }
+        Err(e) => error!(source = %ctx.id, error = %e, "cannot read the MQTT password"),
     }
 }
 
@@ -218,13 +241,12 @@ fn report(
 ) {
     let id = &ctx.id;
     match e {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => error!(
+        // Mosquitto answers a wrong password with "not authorised" (5), others with 4.
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => error!(
             source = %id, %broker, user = settings.username.as_deref().unwrap_or(""), ?wait,
-            "the MQTT broker refused the login: wrong user name or password (check mqtt.username and the password file/variable)"
-        ),
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => error!(
-            source = %id, %broker, user = settings.username.as_deref().unwrap_or(""), ?wait,
-            "the MQTT broker refused the login: not authorised (it needs a user name and password, or this user is not allowed)"
+            "the MQTT broker refused the login: wrong user name or password, or this user is not allowed (check mqtt.username and the password file/variable)"
         ),
         ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => error!(
             source = %id, %broker, ?wait,

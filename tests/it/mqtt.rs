@@ -20,22 +20,22 @@ struct Broker {
     addr: SocketAddr,
     /// Extra lines for mosquitto.conf (auth, TLS).
     extra: String,
-    /// `(user, password)` for `mosquitto_pub`.
-    login: Option<(String, String)>,
+    /// Extra `mosquitto_pub` arguments (login, TLS).
+    pub_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Broker {
     fn start() -> Broker {
-        Self::start_with("allow_anonymous true\n", None)
+        Self::start_with("allow_anonymous true\n", &[])
     }
 
-    fn start_with(extra: &str, login: Option<(&str, &str)>) -> Broker {
+    fn start_with(extra: &str, pub_args: &[&str]) -> Broker {
         let mut b = Broker {
             dir: tempfile::tempdir().unwrap(),
             addr: free_addr(),
             extra: extra.to_owned(),
-            login: login.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            pub_args: pub_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         b.spawn();
@@ -59,7 +59,12 @@ impl Broker {
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        // Debian installs it in /usr/sbin, which is not on every user's PATH.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -99,9 +104,7 @@ impl Broker {
         let mut cmd = Command::new("mosquitto_pub");
         cmd.args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .args(["-q", "1", "-t", topic, "-s"]);
-        if let Some((u, p)) = &self.login {
-            cmd.args(["-u", u, "-P", p]);
-        }
+        cmd.args(&self.pub_args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -447,7 +450,7 @@ fn gateway_killed_between_commit_and_puback_gets_the_message_again_and_stores_it
         "resent MQTT message already stored; acknowledged again",
         1,
     );
-    assert_eq!(wait_stored(&gw, 1), [payload.clone()]);
+    assert_eq!(wait_stored(&gw, 1), std::slice::from_ref(&payload));
     let resent = relay.down.lock().unwrap().clone();
     assert!(
         resent.windows(payload.len()).any(|w| w == payload),
@@ -472,7 +475,11 @@ fn gateway_killed_between_commit_and_puback_gets_the_message_again_and_stores_it
 
 fn password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
     let file = dir.join("passwd");
-    let out = Command::new("mosquitto_passwd")
+    let bin = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mosquitto_passwd");
+    let out = Command::new(bin)
         .args(["-b", "-c"])
         .arg(&file)
         .args([user, password])
@@ -491,7 +498,7 @@ fn wrong_password_is_reported_clearly_and_the_right_one_works_without_a_restart(
             "allow_anonymous false\npassword_file {}\n",
             passwd.display()
         ),
-        Some(("gateway", "s3cret-pw-81f2")),
+        &["-u", "gateway", "-P", "s3cret-pw-81f2"],
     );
     let secret = secrets.path().join("mqtt-password");
     std::fs::write(&secret, "wrong-pw-3c9d\n").unwrap();
@@ -522,4 +529,107 @@ fn wrong_password_is_reported_clearly_and_the_right_one_works_without_a_restart(
         !gw.log().contains("s3cret-pw-81f2"),
         "the password was logged"
     );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is needed for the MQTT TLS test");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A throw-away CA and a server certificate for `broker.test` signed by it: `(ca, cert, key)`.
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+    ];
+    ca.extend(ec);
+    ca.extend(["-subj", "/CN=pocketgate test CA"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-keyout", "server.key", "-out", "server.csr"];
+    csr.extend(ec);
+    csr.extend(["-subj", "/CN=broker.test"]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:broker.test\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_broker_is_verified_against_the_configured_name() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(pki.path());
+    let ca_arg = ca.display().to_string();
+    let broker = Broker::start_with(
+        &format!(
+            "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+        // The publisher checks the chain but not the name (it connects to 127.0.0.1).
+        &["--cafile", &ca_arg, "--insecure"],
+    );
+    let tls = |name: &str| {
+        source(
+            broker.addr,
+            &format!(
+                "tls = true\nca_file = \"{}\"\nserver_name = \"{name}\"\n",
+                ca.display()
+            ),
+        )
+    };
+
+    // A certificate for another name is refused, whatever the CA.
+    let wrong = Gateway::start(&tls("other.test"));
+    wait_count(&wrong, "TLS with the MQTT broker failed", 1);
+    assert!(
+        plain_log(&wrong).contains("certificate not valid for name \"other.test\""),
+        "{}",
+        wrong.log()
+    );
+    assert_eq!(count(&wrong, "subscribed"), 0);
+    drop(wrong);
+
+    let gw = Gateway::start(&tls("broker.test"));
+    wait_subscribed(&gw, 1);
+    broker.publish("lab/gx-1/json", &json_result(1));
+    assert_eq!(wait_stored(&gw, 1), [json_result(1)]);
 }

@@ -1178,7 +1178,7 @@ mod tests {
         assert_eq!(config.gateway.name, "clinic-a");
         assert_eq!(config.gateway.data_dir, PathBuf::from("./data"));
         assert_eq!(config.store.path, PathBuf::from("./data/pocketgate.db"));
-        assert_eq!(config.sources.len(), 4);
+        assert_eq!(config.sources.len(), 5);
         let sysmex = &config.sources[1];
         assert_eq!(sysmex.id, SourceId("sysmex-xn".into()));
         assert_eq!(
@@ -1204,6 +1204,11 @@ mod tests {
             }
         );
         assert!(!config.sources[3].enabled);
+        let mqtt = config.sources.iter().find(|s| s.id.0 == "lab-mqtt");
+        assert!(
+            matches!(mqtt.map(|s| &s.transport), Some(Transport::Mqtt(m)) if m.topics.len() == 2 && m.tls.is_some()),
+            "{mqtt:?}"
+        );
     }
 
     #[test]

@@ -608,3 +608,159 @@ fn check_table(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, ConfigErrors, Protocol, Transport, parse};
+    use super::*;
+
+    const HEAD: &str = "[gateway]\nname = \"Clinic A\"\ndata_dir = \"/d\"\n\n[[sources]]\nid = \"lab-mqtt\"\nprotocol = \"mqtt\"\ntransport = \"mqtt\"\n";
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse(text) {
+            Ok(c) => panic!("expected errors, got {c:#?}"),
+            Err(ConfigErrors(e)) => e,
+        }
+    }
+
+    fn rendered(text: &str) -> Vec<String> {
+        errors(text).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn full_mqtt_source_resolves() {
+        let text = format!(
+            "{HEAD}[sources.mqtt]\nbroker = \"broker.lan:8883\"\nkeep_alive = \"1m\"\n\
+             username = \"gw\"\npassword_env = \"MQTT_PW\"\ntls = true\nca_file = \"/etc/ca.pem\"\n\
+             server_name = \"broker.lan\"\nmax_payload = 65536\nmax_in_flight = 8\n\
+             [[sources.mqtt.topics]]\nfilter = \"lab/+/results\"\nformat = \"fhir\"\n\
+             [[sources.mqtt.topics]]\nfilter = \"lab/astm/#\"\nformat = \"astm\"\n"
+        );
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let s = &config.sources[0];
+        assert_eq!(s.protocol, Protocol::Mqtt);
+        let Transport::Mqtt(m) = &s.transport else {
+            panic!("{:?}", s.transport)
+        };
+        assert_eq!((m.host.as_str(), m.port), ("broker.lan", 8883));
+        assert_eq!(m.keep_alive, Duration::from_secs(60));
+        assert_eq!(m.password, Some(SecretRef::Env("MQTT_PW".into())));
+        assert_eq!(
+            m.tls,
+            Some(MqttTls {
+                ca_file: Some("/etc/ca.pem".into()),
+                server_name: Some("broker.lan".into())
+            })
+        );
+        assert_eq!(m.topics[0].format, PayloadFormat::Fhir);
+        assert_eq!(m.topics[1].encoding, Encoding::Latin1);
+        assert_eq!((m.max_payload_bytes, m.max_in_flight), (65536, 8));
+        assert_eq!(
+            m.client_id("Clinic A", &s.id),
+            "pocketgate-Clinic-A-lab-mqtt",
+            "stable and derived from gateway name and source id"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_paths_and_lines() {
+        let text = format!(
+            "{HEAD}[sources.mqtt]\nbroker = \"broker.lan\"\npassword_file = \"/p\"\n\
+             ca_file = \"/ca\"\nkeep_alive = \"1s\"\n\
+             [[sources.mqtt.topics]]\nfilter = \"lab/#/x\"\nformat = \"json\"\nencoding = \"latin1\"\n\
+             [[sources.mqtt.topics]]\nfilter = \"lab/a+\"\nformat = \"pdf\"\n"
+        );
+        assert_eq!(
+            rendered(&text),
+            [
+                "sources[0].mqtt.broker (line 10): \"broker.lan\" needs a port (e.g. \"broker.lan:1883\" or \"192.168.1.5:8883\")",
+                "sources[0].mqtt.password_file (line 11): needs username",
+                "sources[0].mqtt.ca_file (line 12): only used with tls = true",
+                "sources[0].mqtt.keep_alive (line 13): \"1s\" is out of range (5s ..= 30m)",
+                "sources[0].mqtt.topics[0].filter (line 15): \"lab/#/x\": \"#\" must be a whole level and the last one (e.g. \"lab/#\")",
+                "sources[0].mqtt.topics[0].encoding (line 17): only used with format \"hl7\" or \"astm\" (the others are UTF-8)",
+                "sources[0].mqtt.topics[1].filter (line 19): \"lab/a+\": \"+\" must be a whole level (e.g. \"lab/+/results\")",
+                "sources[0].mqtt.topics[1].format (line 20): unknown variant `pdf`, expected one of `json`, `fhir`, `hl7`, `astm`, `csv`, `xml`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_inside_the_mqtt_tables_are_all_reported() {
+        let text = format!(
+            "{HEAD}[sources.mqtt]\nbroker = \"b:1883\"\npasword_file = \"/p\"\n\
+             [[sources.mqtt.topics]]\nfilter = \"a\"\nformat = \"json\"\nqos = 2\n"
+        );
+        assert_eq!(
+            rendered(&text),
+            [
+                "sources[0].mqtt.pasword_file (line 11): unknown key (did you mean \"password_file\"?)",
+                "sources[0].mqtt.topics[0].qos (line 15): unknown key (expected one of: filter, format, encoding)",
+            ]
+        );
+    }
+
+    #[test]
+    fn protocol_transport_and_table_must_agree() {
+        let missing = rendered(HEAD);
+        assert_eq!(
+            missing,
+            [
+                "sources[0].mqtt (line 5): required: a [sources.mqtt] table with broker = \"host:port\" and at least one [[sources.mqtt.topics]]"
+            ]
+        );
+        let astm = HEAD.replace("protocol = \"mqtt\"", "protocol = \"astm\"")
+            + "[sources.mqtt]\nbroker = \"b:1\"\n[[sources.mqtt.topics]]\nfilter = \"a\"\nformat = \"json\"\n";
+        assert!(
+            rendered(&astm)[0].starts_with(
+                "sources[0].protocol (line 7): transport \"mqtt\" needs protocol = \"mqtt\""
+            ),
+            "{:?}",
+            rendered(&astm)
+        );
+        let tcp = HEAD.replace(
+            "transport = \"mqtt\"",
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"",
+        ) + "[sources.mqtt]\nbroker = \"b:1\"\n";
+        assert_eq!(
+            rendered(&tcp),
+            [
+                "sources[0].transport (line 8): protocol \"mqtt\" needs transport = \"mqtt\" (not \"tcp-server\")",
+                "sources[0].mqtt (line 10): not used by transport \"tcp-server\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_explicit_client_id_on_one_broker_is_a_conflict() {
+        let one = |id: &str| {
+            format!(
+                "[[sources]]\nid = \"{id}\"\nprotocol = \"mqtt\"\ntransport = \"mqtt\"\n\
+                 [sources.mqtt]\nbroker = \"b:1883\"\nclient_id = \"gw\"\n\
+                 [[sources.mqtt.topics]]\nfilter = \"{id}/#\"\nformat = \"json\"\n"
+            )
+        };
+        let text = format!("[gateway]\ndata_dir = \"/d\"\n{}{}", one("a"), one("b"));
+        let e = rendered(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "sources[1].mqtt.client_id (line 19): \"gw\" is already used by sources[0]"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(parse_broker("10.0.0.5:1883"), Ok(("10.0.0.5".into(), 1883)));
+        assert_eq!(
+            parse_broker("[fd00::5]:8883"),
+            Ok(("[fd00::5]".into(), 8883))
+        );
+        assert!(parse_broker("fd00::5:8883").is_err());
+        assert!(parse_broker("host:0").is_err());
+        assert!(parse_broker(":1883").is_err());
+        assert!(parse_broker("mqtt://host:1883").is_err());
+    }
+}

@@ -99,6 +99,19 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// Wait until the broker has received `n` PUBACKs from the gateway (its log says so).
+    fn wait_pubacks(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.log().matches("Received PUBACK from pocketgate-").count() < n {
+            assert!(
+                Instant::now() < until,
+                "the broker got fewer than {n} PUBACKs:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
     /// `mosquitto_pub -q 1`: returns once the broker acknowledged the message.
     fn publish(&self, topic: &str, payload: &[u8]) {
         let mut cmd = Command::new("mosquitto_pub");
@@ -274,19 +287,37 @@ fn json_and_hl7_payloads_on_two_topics_are_stored_and_decoded() {
 #[test]
 fn payload_that_does_not_parse_is_kept_invalid_with_a_precise_error() {
     let broker = Broker::start();
-    let mut gw = Gateway::start(&source(broker.addr, ""));
+    let mut gw = Gateway::start(&source(broker.addr, "max_payload = 2048\n"));
     wait_subscribed(&gw, 1);
 
     broker.publish("lab/gx-1/json", &json_result(1));
     broker.publish("lab/gx-1/json", b"{\"test_code\": \"MTB\",\n \"value\": }");
     broker.publish("lab/gx-1/astm", b"R|1|^^^MTB|DETECTED\r");
     broker.publish("lab/gx-1/json", &json_result(2));
-    wait_stored(&gw, 4);
+    let huge = format!(
+        "[{}]",
+        vec![String::from_utf8(json_result(9)).unwrap(); 60].join(",")
+    );
+    broker.publish("lab/gx-1/json", huge.as_bytes());
+    wait_stored(&gw, 5);
 
     let mut stored = gw.reader().messages(None, 10).unwrap();
     stored.reverse();
     let statuses: Vec<_> = stored.iter().map(|m| m.status.as_str()).collect();
-    assert_eq!(statuses, ["received", "invalid", "invalid", "received"]);
+    assert_eq!(
+        statuses,
+        ["received", "invalid", "invalid", "received", "invalid"]
+    );
+    let too_big = stored[4].parse_errors.as_deref().unwrap();
+    assert!(
+        too_big.starts_with(&format!(
+            "topic \"lab/gx-1/json\": payload of {} bytes is over max_payload (2048 bytes); not kept (sha256 ",
+            huge.len()
+        )),
+        "{too_big}"
+    );
+    assert!(stored[4].observations.is_empty());
+    assert!(plain_log(&gw).contains("MQTT payload too large"));
     let json_error = stored[1].parse_errors.as_deref().unwrap();
     assert!(
         json_error.starts_with("topic \"lab/gx-1/json\" (json): not valid JSON: "),
@@ -309,12 +340,13 @@ fn payload_that_does_not_parse_is_kept_invalid_with_a_precise_error() {
     );
     assert!(gw.log().contains("MQTT payload stored as invalid"));
 
-    // All four were acknowledged: after a restart the broker resends none of them.
+    // All five were acknowledged: after a restart the broker resends none of them.
+    broker.wait_pubacks(5);
     gw.kill9();
     gw.spawn();
     wait_subscribed(&gw, 2);
     broker.publish("lab/gx-1/json", &json_result(3));
-    wait_stored(&gw, 5);
+    wait_stored(&gw, 6);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         count(&gw, "resent MQTT message already stored"),
@@ -322,7 +354,7 @@ fn payload_that_does_not_parse_is_kept_invalid_with_a_precise_error() {
         "{}",
         gw.log()
     );
-    wait_stored(&gw, 5);
+    wait_stored(&gw, 6);
 }
 
 #[test]
@@ -460,6 +492,7 @@ fn gateway_killed_between_commit_and_puback_gets_the_message_again_and_stores_it
     // This time the PUBACK got through: another restart brings no resend.
     broker.publish("lab/gx-1/json", &json_result(8));
     wait_stored(&gw, 2);
+    broker.wait_pubacks(2);
     gw.kill9();
     gw.spawn();
     wait_subscribed(&gw, 3);

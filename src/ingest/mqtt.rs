@@ -508,3 +508,42 @@ impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_file_problems_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let tls = |ca: &std::path::Path| MqttTls {
+            ca_file: Some(ca.to_owned()),
+            server_name: None,
+        };
+        let e = tls_config(&tls(&missing), "broker.lan").unwrap_err();
+        assert!(
+            e.starts_with(&format!("mqtt.ca_file {}: ", missing.display())),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = tls_config(&tls(&empty), "broker.lan").unwrap_err();
+        assert!(e.ends_with("no usable PEM certificate in it"), "{e}");
+    }
+
+    #[test]
+    fn web_roots_and_ip_hosts_build_a_verifying_config() {
+        let tls = MqttTls {
+            ca_file: None,
+            server_name: None,
+        };
+        assert!(tls_config(&tls, "192.168.1.5").is_ok());
+        assert!(tls_config(&tls, "broker.lan").is_ok());
+        let bad = MqttTls {
+            ca_file: None,
+            server_name: Some("not a name".into()),
+        };
+        assert!(tls_config(&bad, "broker.lan").is_err());
+    }
+}

@@ -102,7 +102,12 @@ impl Broker {
     /// Wait until the broker has received `n` PUBACKs from the gateway (its log says so).
     fn wait_pubacks(&self, n: usize) {
         let until = Instant::now() + Duration::from_secs(20);
-        while self.log().matches("Received PUBACK from pocketgate-").count() < n {
+        while self
+            .log()
+            .matches("Received PUBACK from pocketgate-")
+            .count()
+            < n
+        {
             assert!(
                 Instant::now() < until,
                 "the broker got fewer than {n} PUBACKs:\n{}",
@@ -665,4 +670,32 @@ fn tls_broker_is_verified_against_the_configured_name() {
     wait_subscribed(&gw, 1);
     broker.publish("lab/gx-1/json", &json_result(1));
     assert_eq!(wait_stored(&gw, 1), [json_result(1)]);
+}
+
+#[test]
+fn failed_commit_is_not_acknowledged_and_the_broker_resends_after_a_reconnect() {
+    let broker = Broker::start();
+    let gw = Gateway::start(&source(broker.addr, ""));
+    wait_subscribed(&gw, 1);
+    broker.publish("lab/gx-1/json", &json_result(1));
+    wait_stored(&gw, 1);
+    broker.wait_pubacks(1);
+
+    // Another process holds the database's write lock past the writer's 5 s busy timeout.
+    let blocker = rusqlite::Connection::open(gw.db()).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    broker.publish("lab/gx-1/json", &json_result(2));
+    wait_count(&gw, "commit failed; not acknowledged, reconnecting", 1);
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    // After the reconnect the broker resends the unacknowledged message, and it is stored.
+    let stored = wait_stored(&gw, 2);
+    assert_eq!(stored[1], json_result(2));
+    broker.wait_pubacks(2);
+    assert!(
+        count(&gw, "connected to the MQTT broker") >= 2,
+        "{}",
+        gw.log()
+    );
 }

@@ -699,3 +699,42 @@ fn failed_commit_is_not_acknowledged_and_the_broker_resends_after_a_reconnect() 
         gw.log()
     );
 }
+
+#[test]
+fn gateway_killed_after_receiving_but_before_the_commit_gets_the_message_again() {
+    let broker = Broker::start();
+    let relay = Relay::start(broker.addr);
+    let mut gw = Gateway::start(&source(relay.addr, ""));
+    wait_subscribed(&gw, 1);
+
+    // The commit cannot happen while another process holds the write lock.
+    let blocker = rusqlite::Connection::open(gw.db()).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let payload = json_result(42);
+    broker.publish("lab/gx-1/json", &payload);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !relay
+        .down
+        .lock()
+        .unwrap()
+        .windows(payload.len())
+        .any(|w| w == payload)
+    {
+        assert!(
+            Instant::now() < until,
+            "the message never reached the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    gw.kill9();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    assert_eq!(gw.reader().count().unwrap(), 0);
+
+    gw.spawn();
+    assert_eq!(wait_stored(&gw, 1), std::slice::from_ref(&payload));
+    broker.wait_pubacks(1);
+    std::thread::sleep(Duration::from_millis(300));
+    wait_stored(&gw, 1);
+}

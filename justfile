@@ -109,3 +109,13 @@ bench:
     cargo build --release --bins
     CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" cargo bench --bench ingest
     CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" BENCH_SIM_BIN="$PWD/target/release/dhis2-sim" cargo bench --bench sync
+
+# Crash-safety and disk-full torture, short version (also part of `cargo test`; ≤ 1 min).
+torture-smoke:
+    cargo test --test torture
+
+# The full torture run (200 SIGKILLs, 1,000 results); figures → target/torture-report.md,
+# copied by hand into docs/reliability.md.
+torture rounds="200" messages="250":
+    TORTURE_ROUNDS={{rounds}} TORTURE_MESSAGES={{messages}} TORTURE_REPORT=target/torture-report.md \
+        cargo test --test torture

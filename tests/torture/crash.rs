@@ -188,18 +188,7 @@ pub async fn run(s: &Settings) -> Report {
         .unwrap_or_else(|e| e.to_string());
     report.seconds = started.elapsed().as_secs_f64();
     if !report.passed() {
-        eprintln!("gateway log (tail):");
-        let log = gw.log();
-        for line in log
-            .lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            eprintln!("{line}");
-        }
+        eprintln!("gateway log (tail):\n{}", gw.log_tail(60));
     }
     report
 }

@@ -11,7 +11,8 @@
 //!
 //! `TORTURE_ROUNDS` (default 12: the CI smoke) sets the number of kills, `TORTURE_MESSAGES` the
 //! results per analyzer (default 25), `TORTURE_SEED` the random seed, `TORTURE_REPORT` a file the
-//! figures are written to (Markdown).
+//! figures are written to (Markdown), `TORTURE_HOSTILE_SECONDS` the length of the hostile-device
+//! attack (default 10).
 
 #[allow(dead_code)]
 #[path = "../it/support.rs"]
@@ -20,6 +21,7 @@ mod support;
 mod analyzers;
 mod crash;
 mod diskfull;
+mod hostile;
 
 use std::process::ExitCode;
 
@@ -44,12 +46,18 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let report = runtime.block_on(crash::run(&settings));
     let full = runtime.block_on(diskfull::run());
-    let text = format!("{}\n{}", report.markdown(&settings), full.markdown());
+    let hostile = runtime.block_on(hostile::run(env_number("TORTURE_HOSTILE_SECONDS", 10)));
+    let text = format!(
+        "{}\n{}\n{}",
+        report.markdown(&settings),
+        full.markdown(),
+        hostile.markdown()
+    );
     println!("{text}");
     if let Ok(path) = std::env::var("TORTURE_REPORT") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
-    if report.passed() && full.passed() {
+    if report.passed() && full.passed() && hostile.passed() {
         ExitCode::SUCCESS
     } else {
         eprintln!("torture: FAILED (see the figures above)");

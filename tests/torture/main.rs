@@ -20,6 +20,7 @@ mod support;
 
 mod analyzers;
 mod crash;
+mod dhis2;
 mod diskfull;
 mod hostile;
 
@@ -47,17 +48,19 @@ fn main() -> ExitCode {
     let report = runtime.block_on(crash::run(&settings));
     let full = runtime.block_on(diskfull::run());
     let hostile = runtime.block_on(hostile::run(env_number("TORTURE_HOSTILE_SECONDS", 10)));
+    let faults = runtime.block_on(dhis2::run());
     let text = format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         report.markdown(&settings),
         full.markdown(),
-        hostile.markdown()
+        hostile.markdown(),
+        faults.markdown()
     );
     println!("{text}");
     if let Ok(path) = std::env::var("TORTURE_REPORT") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
-    if report.passed() && full.passed() && hostile.passed() {
+    if report.passed() && full.passed() && hostile.passed() && faults.passed() {
         ExitCode::SUCCESS
     } else {
         eprintln!("torture: FAILED (see the figures above)");

@@ -12,7 +12,7 @@
 //! `TORTURE_ROUNDS` (default 12: the CI smoke) sets the number of kills, `TORTURE_MESSAGES` the
 //! results per analyzer (default 25), `TORTURE_SEED` the random seed, `TORTURE_REPORT` a file the
 //! figures are written to (Markdown), `TORTURE_HOSTILE_SECONDS` the length of the hostile-device
-//! attack (default 10).
+//! attack (default 10), `TORTURE_SOAK_SECONDS` the soak (default 15).
 
 #[allow(dead_code)]
 #[path = "../it/support.rs"]
@@ -23,6 +23,7 @@ mod crash;
 mod dhis2;
 mod diskfull;
 mod hostile;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -49,18 +50,20 @@ fn main() -> ExitCode {
     let full = runtime.block_on(diskfull::run());
     let hostile = runtime.block_on(hostile::run(env_number("TORTURE_HOSTILE_SECONDS", 10)));
     let faults = runtime.block_on(dhis2::run());
+    let soak = runtime.block_on(soak::run(env_number("TORTURE_SOAK_SECONDS", 15)));
     let text = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}",
         report.markdown(&settings),
         full.markdown(),
         hostile.markdown(),
-        faults.markdown()
+        faults.markdown(),
+        soak.markdown()
     );
     println!("{text}");
     if let Ok(path) = std::env::var("TORTURE_REPORT") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
-    if report.passed() && full.passed() && hostile.passed() && faults.passed() {
+    if report.passed() && full.passed() && hostile.passed() && faults.passed() && soak.passed() {
         ExitCode::SUCCESS
     } else {
         eprintln!("torture: FAILED (see the figures above)");

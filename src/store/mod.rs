@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod flood;
 pub mod outbox;
+pub mod retention;
 
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[

@@ -794,7 +794,10 @@ fn script_prototype_tricks_do_not_leak_into_the_next_run_or_lift_the_limits() {
     let out = script_of(&probe)
         .run(&s1(), &ctx(), &Limits::default())
         .expect("run");
-    assert_eq!(out, json!({"polluted": true, "leak": "undefined", "fill": "function"}));
+    assert_eq!(
+        out,
+        json!({"polluted": true, "leak": "undefined", "fill": "function"})
+    );
     let bomb = script_tempr("(r, c) => { const s = 'x'.repeat(1e9); return { events: [] }; }\n");
     let err = apply(&bomb, &s1(), &ctx(), &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("RangeError"), "{err}");

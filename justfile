@@ -87,19 +87,38 @@ check-config config="config/pocketgate.toml":
 # Short run of every fuzz target (CI): no sanitizer, so the instrumented build stays quick.
 fuzz-smoke: (fuzz "20" "none")
 
-# Run every fuzz target for SECONDS each (cargo-fuzz on stable rustc via RUSTC_BOOTSTRAP=1);
-# SANITIZER address (default) or none. Seeds: tests/fuzz/seeds/<target>/; corpus is not committed.
+# cargo-fuzz on stable rustc via RUSTC_BOOTSTRAP=1; SANITIZER address (default) or none.
+# Seeds: tests/fuzz/seeds/<target>/; the corpus is not committed. Writes target/fuzz-report.md:
+# executions, coverage (edges), features, corpus size and crashes per target.
+# Run every fuzz target for SECONDS each and report.
 fuzz seconds="300" sanitizer="address":
     #!/usr/bin/env bash
     set -euo pipefail
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     export RUSTC_BOOTSTRAP=1
+    mkdir -p target
+    report=target/fuzz-report.md
+    printf '| target | seconds | executions | coverage (edges) | features | corpus | crashes |\n|---|---|---|---|---|---|---|\n' > "$report"
+    failed=0
     for t in $(cargo fuzz list --fuzz-dir tests/fuzz); do
         mkdir -p "tests/fuzz/corpus/$t"
+        log="target/fuzz-$t.log"
+        status=0
         cargo fuzz run --sanitizer {{sanitizer}} --fuzz-dir tests/fuzz "$t" \
             "tests/fuzz/corpus/$t" "tests/fuzz/seeds/$t" \
-            -- -max_total_time={{seconds}} -rss_limit_mb=2048 2>&1 | tail -n 3
+            -- -max_total_time={{seconds}} -rss_limit_mb=2048 -print_final_stats=1 > "$log" 2>&1 || status=$?
+        tail -n 3 "$log"
+        runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -n1 | grep -o '[0-9]*' || echo "?")
+        last=$(grep -E '^#[0-9]+' "$log" | tail -n1)
+        cov=$(grep -o 'cov: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo "?")
+        ft=$(grep -o 'ft: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo "?")
+        corp=$(grep -o 'corp: [0-9]*' <<< "$last" | grep -o '[0-9]*' || echo "?")
+        crashes=0
+        if [ "$status" -ne 0 ]; then crashes=1; failed=1; fi
+        echo "| $t | {{seconds}} | $runs | $cov | $ft | $corp | $crashes |" >> "$report"
     done
+    cat "$report"
+    exit $failed
 
 # Benchmarks (full runs; CI runs their smoke variants inside `just unit`): ASTM over TCP with 8
 # analyzers + idle RSS, and a 100,000-record backlog drained into dhis2-sim. Results go to
@@ -109,3 +128,13 @@ bench:
     cargo build --release --bins
     CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" cargo bench --bench ingest
     CARGO_TARGET_DIR=target/bench BENCH_BIN="$PWD/target/release/pocketgate" BENCH_SIM_BIN="$PWD/target/release/dhis2-sim" cargo bench --bench sync
+
+# Crash-safety and disk-full torture, short version (also part of `cargo test`; ≤ 1 min).
+torture-smoke:
+    cargo test --test torture
+
+# The full torture run (~15 min: 200 SIGKILLs over 1,000 results, 60 s of hostile devices, a
+# 10-minute soak); figures → target/torture-report.md, copied into docs/reliability.md.
+torture rounds="200" messages="250" hostile="60" soak="600":
+    TORTURE_ROUNDS={{rounds}} TORTURE_MESSAGES={{messages}} TORTURE_HOSTILE_SECONDS={{hostile}} \
+        TORTURE_SOAK_SECONDS={{soak}} TORTURE_REPORT=target/torture-report.md cargo test --test torture

@@ -117,6 +117,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     } else {
         info!("no [dhis2] section: buffering only");
     }
+    tasks.spawn(crate::store::retention::run(
+        store.clone(),
+        config.store.keep_delivered,
+    ));
     Ok(Running {
         store,
         listening,

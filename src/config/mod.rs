@@ -100,6 +100,9 @@ pub struct StoreSettings {
     pub max_batch: usize,
     /// Commit requests that may wait for the writer before ingest is back-pressured.
     pub queue: usize,
+    /// Delivered messages older than this are deleted (DHIS2 holds them); frees space for new
+    /// results on a small card.
+    pub keep_delivered: Duration,
 }
 
 /// Limits with defaults; each has a line in the README limits table.
@@ -343,6 +346,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => None,
     }?;
     Some(Duration::from_millis(millis))
@@ -353,6 +357,7 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0 => "0s".to_owned(),
+        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
         _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
         _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
         _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
@@ -571,6 +576,12 @@ impl Check<'_> {
         };
         let max_batch = self.int("store.max_batch", &s.max_batch, 256, 1..=65_536);
         let queue = self.int("store.queue", &s.queue, 1024, 1..=1_048_576);
+        let keep_delivered = self.duration(
+            "store.keep_delivered",
+            &s.keep_delivered,
+            Duration::from_secs(365 * 86_400),
+            Duration::from_secs(3_600)..=Duration::from_secs(3_650 * 86_400),
+        );
 
         let l = &raw.limits;
         let limits = Limits {
@@ -610,6 +621,7 @@ impl Check<'_> {
                 path: path?,
                 max_batch,
                 queue,
+                keep_delivered,
             },
             limits,
             sources: sources.into_iter().map(|(_, s)| s).collect(),
@@ -1239,7 +1251,8 @@ mod tests {
             StoreSettings {
                 path: PathBuf::from("/d/pocketgate.db"),
                 max_batch: 256,
-                queue: 1024
+                queue: 1024,
+                keep_delivered: Duration::from_secs(365 * 86_400)
             }
         );
         assert_eq!(
@@ -1351,6 +1364,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(secs(30)));
         assert_eq!(parse_duration("5m"), Some(secs(300)));
         assert_eq!(parse_duration("1h"), Some(secs(3600)));
+        assert_eq!(parse_duration("3d"), Some(secs(3 * 86_400)));
         for bad in [
             "",
             "s",
@@ -1358,7 +1372,7 @@ mod tests {
             "30 s",
             "-1s",
             "1.5s",
-            "3d",
+            "3w",
             "99999999999999999999h",
             "18446744073709551615h",
         ] {
@@ -1366,6 +1380,7 @@ mod tests {
         }
         assert_eq!(format_duration(millis(1500)), "1500ms");
         assert_eq!(format_duration(secs(600)), "10m");
+        assert_eq!(format_duration(secs(365 * 86_400)), "365d");
     }
 
     #[test]

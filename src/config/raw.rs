@@ -97,6 +97,10 @@ pub struct RawStore {
     /// Commit requests that may wait for the writer before receiving slows down (back-pressure).
     /// Default 1024, 1 ..= 1048576.
     pub queue: Option<Val<i64>>,
+    /// Delivered results older than this are deleted to free space (DHIS2 holds them; results
+    /// not yet delivered, rejected or invalid are never deleted). Default `"365d"`,
+    /// `"1h"` ..= `"3650d"`.
+    pub keep_delivered: Option<Val<RawDuration>>,
 }
 
 /// `[limits]`

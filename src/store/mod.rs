@@ -14,7 +14,9 @@ use std::str::FromStr;
 use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod flood;
 pub mod outbox;
+pub mod retention;
 
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -159,13 +161,22 @@ pub enum StoreError {
     Query(#[from] rusqlite::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(
+        "{source_id} sent more unparseable messages than are kept ({} at once, then one a \
+         minute); this one was not stored",
+        flood::INVALID_BURST
+    )]
+    InvalidFlood { source_id: SourceId },
 }
 
 impl StoreError {
     /// Whether the caller may try the same commit again later (the device is NAKed meanwhile).
     /// Disk full, I/O errors and a busy database clear up; a schema mismatch does not.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Commit { .. } | Self::Query(_))
+        matches!(
+            self,
+            Self::Commit { .. } | Self::Query(_) | Self::InvalidFlood { .. }
+        )
     }
 }
 
@@ -206,6 +217,8 @@ pub struct Store {
     path: PathBuf,
     /// Bumped after every committed write; later stages wait on it instead of polling.
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Per-source budget of stored invalid messages ([`flood`]).
+    invalid: std::sync::Arc<std::sync::Mutex<flood::InvalidBudget>>,
 }
 
 impl Store {
@@ -232,6 +245,7 @@ impl Store {
             tx,
             path: path.to_owned(),
             changes,
+            invalid: Default::default(),
         })
     }
 
@@ -274,7 +288,19 @@ impl Store {
 
     /// Make `msg` durable. Returns after the transaction holding it has committed (and fsynced),
     /// or with the error that stopped it; in that case nothing of `msg` is stored.
+    /// A message with parse errors counts against its source's [`flood`] budget first.
     pub async fn commit(&self, msg: NewMessage) -> Result<Committed, StoreError> {
+        if !msg.parse_errors.is_empty() {
+            let mut budget = self
+                .invalid
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !budget.take(&msg.source, std::time::Instant::now()) {
+                return Err(StoreError::InvalidFlood {
+                    source_id: msg.source,
+                });
+            }
+        }
         let (reply, rx) = oneshot::channel();
         // The queue is bounded: when the disk is slower than the analyzers, ingest waits here
         // (the device waits for its ACK) instead of memory growing.

@@ -776,3 +776,61 @@ fn chains_with_unknown_next_or_a_loop_are_rejected() {
     assert_eq!(heads, ["a"]);
     assert_eq!(set.get("a").map(|t| t.version), Some(2));
 }
+
+#[test]
+fn script_prototype_tricks_do_not_leak_into_the_next_run_or_lift_the_limits() {
+    // One Tempr run pollutes the built-ins and tries to unwrap the output guard…
+    let evil = script_tempr(
+        "(r, c) => { Object.prototype.polluted = 'yes'; String.prototype.repeat = function () { return 'unbounded'; };\n\
+         Array.prototype.fill = null; globalThis.leak = 42; return { events: [] }; }\n",
+    );
+    script_of(&evil)
+        .run(&s1(), &ctx(), &Limits::default())
+        .expect("run");
+    // …the next run sees clean built-ins, and the repeat guard still holds.
+    let probe = script_tempr(
+        "(r, c) => ({ polluted: ({}).polluted === undefined, leak: typeof leak, fill: typeof [].fill })\n",
+    );
+    let out = script_of(&probe)
+        .run(&s1(), &ctx(), &Limits::default())
+        .expect("run");
+    assert_eq!(
+        out,
+        json!({"polluted": true, "leak": "undefined", "fill": "function"})
+    );
+    let bomb = script_tempr("(r, c) => { const s = 'x'.repeat(1e9); return { events: [] }; }\n");
+    let err = apply(&bomb, &s1(), &ctx(), &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("RangeError"), "{err}");
+    // Reaching the host through constructors gives nothing either.
+    let ctor = script_tempr(
+        "(r, c) => { const F = (() => {}).constructor; const g = F('return this')(); \n\
+         return { names: ['require', 'process', 'fetch'].filter(n => typeof g[n] !== 'undefined') }; }\n",
+    );
+    let out = script_of(&ctor)
+        .run(&s1(), &ctx(), &Limits::default())
+        .expect("run");
+    assert_eq!(out, json!({"names": []}));
+}
+
+#[test]
+fn template_cannot_read_files_or_reach_python_style_internals() {
+    for (what, body) in [
+        ("include", "{% include '/etc/passwd' %}"),
+        ("import", "{% import '../../config/pocketgate.toml' as c %}"),
+        ("extends", "{% extends 'pocketgate.toml' %}"),
+    ] {
+        let t = template_tempr(body, "tracker");
+        let err = apply(&t, &s1(), &ctx(), &Limits::default()).unwrap_err();
+        assert!(matches!(err, TemprError::Template { .. }), "{what}: {err}");
+        assert!(!err.to_string().contains("root:"), "{what}: {err}");
+    }
+    // Jinja sandbox-escape classics have no attribute to walk in minijinja.
+    let t = template_tempr(
+        "{\"events\": [], \"x\": {{ (record.__class__ ~ ''.__class__ ~ range.__globals__)|tojson }}}",
+        "tracker",
+    );
+    match apply(&t, &s1(), &ctx(), &Limits::default()) {
+        Err(e) => assert!(matches!(e, TemprError::Template { .. }), "{e}"),
+        Ok(out) => panic!("rendered: {out:?}"),
+    }
+}

@@ -325,3 +325,40 @@ async fn tcp_client_transport_dials_an_analyzer_that_listens() {
     );
     assert_eq!(gw.reader().count().unwrap(), 1);
 }
+
+/// Regression (torture, hostile devices): random bytes framed by chance as MLLP messages were
+/// each stored as `invalid` — thousands in seconds, enough to fill the card. Now a source keeps
+/// at most its flood budget of invalid messages; the rest are refused (`AR`, not stored), and a
+/// good message on the same connection is still stored and accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_junk_flood_keeps_at_most_the_invalid_budget() {
+    use pocketgate::store::flood::INVALID_BURST;
+    let addr = free_addr();
+    let gw = Gateway::start(&hl7_source("junk", addr, "30s"));
+    gw.wait_listening(addr);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut refused = 0;
+    for i in 0..INVALID_BURST + 20 {
+        let mut junk = vec![VT];
+        junk.extend_from_slice(format!("not hl7 at all #{i}").as_bytes());
+        junk.extend_from_slice(&[FS, CR]);
+        send(&mut s, &junk).await;
+        let ack = read_ack(&mut s).await;
+        if msa(&ack).starts_with("MSA|AR|") {
+            assert!(ack.contains("unparseable messages"), "{ack}");
+            refused += 1;
+        } else {
+            assert!(msa(&ack).starts_with("MSA|AE|"), "{ack}");
+        }
+    }
+    assert_eq!(refused, 20);
+    let good = hl7_fixture("s22-mindray-bc5380-oru-r01.hl7");
+    send(&mut s, &good).await;
+    assert!(msa(&read_ack(&mut s).await).starts_with("MSA|AA|"));
+    let rows = statuses(&gw);
+    assert_eq!(rows.len(), INVALID_BURST as usize + 1);
+    assert_eq!(
+        rows.iter().filter(|(st, _)| st == "invalid").count(),
+        INVALID_BURST as usize
+    );
+}

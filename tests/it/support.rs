@@ -88,12 +88,26 @@ impl Gateway {
         self.child = Some(child);
     }
 
+    /// The running gateway's process id (the torture run samples its memory).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("data/pocketgate.db")
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    #[allow(dead_code)]
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash.

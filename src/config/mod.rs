@@ -50,6 +50,23 @@ pub enum Dhis2Auth {
     Token(SecretRef),
 }
 
+/// A secret file other users can read is worth a warning on every start (docs/security.md):
+/// the image creates them 0600; a hand-made one often is 0644.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "secret file is readable by other users; run: chmod 600 {}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Where a secret lives; the secret itself never enters the config, logs or the UI.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SecretRef {
@@ -61,16 +78,19 @@ impl SecretRef {
     /// Read the secret (first line of the file, or the variable), naming what failed.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretRef::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))
-                .and_then(|s| {
-                    let line = s.lines().next().unwrap_or("").trim().to_owned();
-                    if line.is_empty() {
-                        Err(format!("secret file {} is empty", p.display()))
-                    } else {
-                        Ok(line)
-                    }
-                }),
+            SecretRef::File(p) => {
+                warn_if_shared(p);
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))
+                    .and_then(|s| {
+                        let line = s.lines().next().unwrap_or("").trim().to_owned();
+                        if line.is_empty() {
+                            Err(format!("secret file {} is empty", p.display()))
+                        } else {
+                            Ok(line)
+                        }
+                    })
+            }
             SecretRef::Env(v) => std::env::var(v)
                 .map_err(|_| format!("environment variable {v} is not set"))
                 .and_then(|s| {

@@ -1,6 +1,7 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod profile;
 pub mod raw;
 
 use crate::record::SourceId;
@@ -116,6 +117,8 @@ pub struct SourceConfig {
     pub enabled: bool,
     pub protocol: Protocol,
     pub transport: Transport,
+    /// Test names, units and LOINC codes from the source's profile (empty without one).
+    pub tests: profile::TestTable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,10 +237,10 @@ pub fn example() -> &'static str {
 }
 
 /// Reads and validates a config file. A read error names the file; every mistake in the text is
-/// reported at once.
+/// reported at once. Profiles are looked up in `profiles/` next to the file, then built in.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text),
+        Ok(text) => parse_with(&text, &profile::Profiles::next_to(path)),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             path: path.display().to_string(),
             line: None,
@@ -246,22 +249,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses and validates config text.
+/// Parses and validates config text (built-in profiles only).
 ///
 /// Structural mistakes (TOML syntax, unknown keys, a section of the wrong shape) are reported
 /// first, all together: an unknown key is usually a misspelt known one, whose "missing" errors
 /// would only add noise. Once the structure is right, every value mistake is reported at once.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let raw = raw::read(text).map_err(ConfigErrors::sorted)?;
+    parse_with(text, &profile::Profiles::builtin())
+}
+
+/// [`parse`] with profiles looked up in `profiles` (see [`profile`]).
+pub fn parse_with(text: &str, profiles: &profile::Profiles) -> Result<Config, ConfigErrors> {
+    let expanded = profile::expand(text, profiles).map_err(|e| ConfigErrors(vec![e]))?;
+    let origins = &expanded.origins;
+    let finish = |mut errors: Vec<ConfigError>| {
+        errors.extend(expanded.errors.iter().cloned());
+        ConfigErrors::sorted(errors.into_iter().map(|e| origins.map(e)).collect())
+    };
+    let raw = raw::read_tree(&expanded.text, &expanded.tree).map_err(finish)?;
     let mut check = Check {
-        text,
+        text: &expanded.text,
         tree: &raw.tree,
+        tests: &expanded.tests,
         errors: Vec::new(),
     };
     let config = check.config(&raw.config);
     match config {
-        Some(config) if check.errors.is_empty() => Ok(config),
-        _ => Err(ConfigErrors::sorted(check.errors)),
+        Some(config) if check.errors.is_empty() && expanded.errors.is_empty() => Ok(config),
+        _ => Err(finish(check.errors)),
     }
 }
 
@@ -384,6 +399,8 @@ const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
 struct Check<'a> {
     text: &'a str,
     tree: &'a raw::Node,
+    /// Each source's test table from its profile, by index.
+    tests: &'a [profile::TestTable],
     errors: Vec<ConfigError>,
 }
 
@@ -774,6 +791,8 @@ impl Check<'_> {
             None => None,
         };
         let enabled = self.get(&p("enabled"), &s.enabled).is_none_or(|(&e, _)| e);
+        // Merged in before validation (profile.rs); here only its type is checked.
+        self.get(&p("profile"), &s.profile);
         let protocol = self
             .required(
                 &p("protocol"),
@@ -963,6 +982,7 @@ impl Check<'_> {
             enabled,
             protocol: protocol?,
             transport,
+            tests: self.tests.get(i).cloned().unwrap_or_default(),
         })
     }
 

@@ -260,7 +260,7 @@ async fn results(State(st): State<Arc<Http>>, req: Request) -> Response {
         protocol: ProtocolKind::Http,
         wire: body.to_vec(),
         text: body.to_vec(),
-        observations,
+        observations: st.ctx.enriched(observations),
         parse_errors: parse_error
             .iter()
             .map(|e| format!("{}: {e}", kind.name()))

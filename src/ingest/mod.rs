@@ -9,6 +9,7 @@ pub mod poct1;
 pub mod serial;
 pub mod tcp;
 
+use crate::config::profile::TestTable;
 use crate::config::{Encoding, Limits, Protocol};
 use crate::protocol::astm::link::ReceiverLimits;
 use crate::protocol::astm::session::SessionLimits;
@@ -23,6 +24,8 @@ pub struct SourceCtx {
     pub protocol: Protocol,
     pub limits: Limits,
     pub store: Store,
+    /// The source's profile test table: names, units and LOINC codes a message leaves out.
+    pub tests: TestTable,
 }
 
 impl SourceCtx {
@@ -42,6 +45,15 @@ impl SourceCtx {
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
             Protocol::Http(_) => Duration::from_secs(30),
         }
+    }
+
+    /// Decoded observations completed from the profile's test table before they are stored.
+    pub fn enriched(
+        &self,
+        mut observations: Vec<crate::record::Observation>,
+    ) -> Vec<crate::record::Observation> {
+        self.tests.enrich(&mut observations);
+        observations
     }
 
     pub fn session_limits(&self) -> SessionLimits {

@@ -3,6 +3,7 @@
 
 pub mod profile;
 pub mod raw;
+pub mod usb;
 
 use crate::record::SourceId;
 use raw::{RawConfig, RawDuration, RawSource, RawTransport, Val};
@@ -193,8 +194,11 @@ pub enum Transport {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialSettings {
-    /// Device path: `/dev/ttyUSB0`, `/dev/ttyACM0`, `/dev/serial/by-id/…`, `/dev/ttyAMA0`.
+    /// Device path: `/dev/ttyUSB0`, `/dev/ttyACM0`, `/dev/serial/by-id/…`, `/dev/ttyAMA0`, or a
+    /// pattern with `*`/`?` in the file name; empty when the adapter is named by `usb`.
     pub port: String,
+    /// The adapter by USB id, looked up in sysfs at each (re)open (see `ingest::usb_serial`).
+    pub usb: Option<usb::UsbId>,
     pub baud: u32,
     pub data_bits: DataBits,
     pub parity: Parity,
@@ -391,6 +395,8 @@ const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
             "stop_bits",
             "flow_control",
             "reopen_after",
+            "usb",
+            "usb_serial",
         ],
     ),
 ];
@@ -898,11 +904,19 @@ impl Check<'_> {
             ),
         ];
         let reopen_after = s.reopen_after.as_ref().map(|v| self.line(v));
+        let usb = [
+            ("usb", s.usb.as_ref().map(|v| self.line(v))),
+            ("usb_serial", s.usb_serial.as_ref().map(|v| self.line(v))),
+        ];
         let owned: &[&str] = TRANSPORT_KEYS
             .iter()
             .find(|(t, _)| *t == transport)
             .map_or(&[], |(_, keys)| keys);
-        for (key, line) in present.into_iter().chain([("reopen_after", reopen_after)]) {
+        for (key, line) in present
+            .into_iter()
+            .chain([("reopen_after", reopen_after)])
+            .chain(usb)
+        {
             if let (Some(line), false) = (line, owned.contains(&key)) {
                 self.error(
                     &p(key),
@@ -988,18 +1002,37 @@ impl Check<'_> {
 
     fn serial(&mut self, i: usize, s: &RawSource, table_line: Option<usize>) -> Option<Transport> {
         let p = |key: &str| format!("sources[{i}].{key}");
-        let port = match self.required(
-            &p("port"),
-            &s.port,
-            table_line,
-            "e.g. port = \"/dev/ttyUSB0\"",
-        ) {
-            Some((port, line)) if port.trim().is_empty() => {
-                self.error(&p("port"), line, "must not be empty");
+        let usb = self.usb_id(i, s);
+        let port = match (&usb, &s.port) {
+            (Some(Some(_)), None) => Some(String::new()),
+            // A mistake in usb: reported; "port is required" would only add noise.
+            (None, None) => None,
+            (Some(Some(_)), Some(v)) => {
+                let line = self.line(v);
+                self.error(&p("port"), line, "give port or usb, not both");
                 None
             }
-            Some((port, _)) => Some(port.clone()),
-            None => None,
+            _ => match self.required(
+                &p("port"),
+                &s.port,
+                table_line,
+                "e.g. port = \"/dev/ttyUSB0\", or usb = \"0403:6001\"",
+            ) {
+                Some((port, line)) if port.trim().is_empty() => {
+                    self.error(&p("port"), line, "must not be empty");
+                    None
+                }
+                Some((port, line)) if !usb::glob_dir_is_literal(port) => {
+                    self.error(
+                        &p("port"),
+                        line,
+                        "\"*\" and \"?\" may only be used in the file name, not in the folders",
+                    );
+                    None
+                }
+                Some((port, _)) => Some(port.clone()),
+                None => None,
+            },
         };
         let baud = match self.get(&p("baud"), &s.baud) {
             Some((&n, line)) => match u32::try_from(n)
@@ -1061,6 +1094,7 @@ impl Check<'_> {
         );
         Some(Transport::Serial(SerialSettings {
             port: port?,
+            usb: usb.flatten(),
             baud,
             data_bits,
             parity,
@@ -1068,6 +1102,39 @@ impl Check<'_> {
             flow_control,
             reopen_after,
         }))
+    }
+
+    /// `usb` and `usb_serial`: `Some(None)` when neither is given, `None` after an error.
+    fn usb_id(&mut self, i: usize, s: &RawSource) -> Option<Option<usb::UsbId>> {
+        let p = |key: &str| format!("sources[{i}].{key}");
+        let serial = self
+            .get(&p("usb_serial"), &s.usb_serial)
+            .map(|(v, _)| v.trim().to_owned());
+        let Some((text, line)) = self.get(&p("usb"), &s.usb) else {
+            if serial.is_some() {
+                let line = self.line_at_path(&p("usb_serial"));
+                self.error(
+                    &p("usb_serial"),
+                    line,
+                    "only used with usb = \"vendor:product\"",
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        match usb::UsbId::parse(text, serial.filter(|s| !s.is_empty())) {
+            Some(id) => Some(Some(id)),
+            None => {
+                self.error(
+                    &p("usb"),
+                    line,
+                    format!(
+                        "\"{text}\" is not a USB id (vendor:product in hex, e.g. \"0403:6001\")"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Duplicate ids (any source, as written), and listen addresses or serial ports shared by enabled
@@ -1116,7 +1183,11 @@ impl Check<'_> {
                 }
                 Transport::Serial(serial) => {
                     let clash = earlier().find_map(|(j, b)| match &b.transport {
-                        Transport::Serial(other) if other.port == serial.port => Some(j),
+                        Transport::Serial(other)
+                            if other.port == serial.port && other.usb == serial.usb =>
+                        {
+                            Some(j)
+                        }
                         _ => None,
                     });
                     if let Some(j) = clash {
@@ -1127,7 +1198,12 @@ impl Check<'_> {
                         self.error(
                             &format!("sources[{i}].port"),
                             line,
-                            format!("\"{}\" is already used by sources[{j}]", serial.port),
+                            match &serial.usb {
+                                Some(id) => format!("{id} is already used by sources[{j}]"),
+                                None => {
+                                    format!("\"{}\" is already used by sources[{j}]", serial.port)
+                                }
+                            },
                         );
                     }
                 }
@@ -1190,6 +1266,7 @@ mod tests {
             sysmex.transport,
             Transport::Serial(SerialSettings {
                 port: "/dev/ttyUSB0".into(),
+                usb: None,
                 baud: 9600,
                 data_bits: DataBits::Eight,
                 parity: Parity::None,
@@ -1428,6 +1505,52 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn serial_adapter_by_usb_id_or_by_id_pattern() {
+        let config = parse(&with_source(
+            "transport = \"serial\"\nusb = \"0403:6001\"\nusb_serial = \"A50285BI\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Transport::Serial(s) = &config.sources[0].transport else {
+            panic!()
+        };
+        assert_eq!(
+            s.usb.as_ref().map(ToString::to_string).as_deref(),
+            Some("usb 0403:6001 serial A50285BI")
+        );
+        assert!(
+            parse(&with_source(
+                "transport = \"serial\"\nport = \"/dev/serial/by-id/usb-FTDI_*-if00-port0\"\n"
+            ))
+            .is_ok()
+        );
+        for (keys, expected) in [
+            (
+                "usb = \"0403\"\n",
+                "sources[0].usb (line 8): \"0403\" is not a USB id (vendor:product in hex, e.g. \"0403:6001\")",
+            ),
+            (
+                "usb = \"0403:6001\"\nport = \"/dev/ttyUSB0\"\n",
+                "sources[0].port (line 9): give port or usb, not both",
+            ),
+            (
+                "port = \"/dev/ttyUSB0\"\nusb_serial = \"A5\"\n",
+                "sources[0].usb_serial (line 9): only used with usb = \"vendor:product\"",
+            ),
+            (
+                "port = \"/dev/*/ttyUSB0\"\n",
+                "sources[0].port (line 8): \"*\" and \"?\" may only be used in the file name, not in the folders",
+            ),
+        ] {
+            let error = only_error(&with_source(&format!("transport = \"serial\"\n{keys}")));
+            assert_eq!(error.to_string(), expected);
+        }
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nusb = \"0403:6001\"\n",
+        ));
+        assert_eq!(error.message, "not used by transport \"tcp-server\"");
     }
 
     #[test]

@@ -152,8 +152,15 @@ pub struct RawSource {
     /// tcp-client: the wait doubles after each failure up to this. Default `"60s"`,
     /// `"1s"` ..= `"1h"`, at least `backoff_min`.
     pub backoff_max: Option<Val<RawDuration>>,
-    /// serial (required): the device, e.g. `"/dev/ttyUSB0"` or `"/dev/serial/by-id/…"`.
+    /// serial (required unless `usb` is given): the device, e.g. `"/dev/ttyUSB0"` or
+    /// `"/dev/serial/by-id/…"`; `*` and `?` in the file name match an adapter that is plugged in
+    /// later (`"/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_*-if00-port0"`).
     pub port: Option<Val<String>>,
+    /// serial: the USB-serial adapter by its USB id `"vendor:product"` in hex (`"0403:6001"`),
+    /// found in sysfs whichever `/dev/ttyUSB*`/`ttyACM*` it gets; instead of `port`.
+    pub usb: Option<Val<String>>,
+    /// serial: with `usb`, the adapter's USB serial number (`"A50285BI"`), to tell two alike apart.
+    pub usb_serial: Option<Val<String>>,
     /// serial: bits per second, one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200.
     /// Default 9600.
     pub baud: Option<Val<i64>>,

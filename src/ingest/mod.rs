@@ -8,6 +8,7 @@ pub mod http;
 pub mod poct1;
 pub mod serial;
 pub mod tcp;
+pub mod usb_serial;
 
 use crate::config::profile::TestTable;
 use crate::config::{Encoding, Limits, Protocol};

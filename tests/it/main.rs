@@ -3,6 +3,7 @@
 mod capture;
 mod cli;
 mod hl7;
+mod hotplug;
 mod http;
 mod ingest;
 mod poct1;

@@ -109,7 +109,8 @@ pub struct RawLimits {
     /// Longest message (all frames of one transmission) accepted, in bytes. Default 1048576
     /// (1 MiB), 1024 ..= 16777216 (16 MiB).
     pub max_message_bytes: Option<Val<i64>>,
-    /// Connections one TCP server source accepts at the same time. Default 4, 1 ..= 64.
+    /// Connections one TCP server source accepts at the same time (an ASTM/HL7/POCT1 source
+    /// closes one more; an HTTP source answers it 503 with Retry-After). Default 4, 1 ..= 64.
     pub max_connections: Option<Val<i64>>,
 }
 

@@ -71,6 +71,8 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: SourceCtx, settings: 
         },
     };
     let id = ctx.id.clone();
+    let listener =
+        super::conn_limit::Limited::new(listener, ctx.limits.max_connections, id.0.clone());
     let app = router(Http {
         ctx,
         auth,

@@ -3,6 +3,7 @@
 //! retries, it never stops another.
 
 pub mod astm;
+pub mod conn_limit;
 pub mod hl7;
 pub mod http;
 pub mod poct1;

@@ -5,6 +5,7 @@ mod cli;
 mod hl7;
 mod hotplug;
 mod http;
+mod http_limits;
 mod ingest;
 mod poct1;
 mod support;

@@ -5,3 +5,4 @@ pub mod astm;
 pub mod fhir;
 pub mod hl7;
 pub mod poct1;
+pub mod xml;

@@ -8,5 +8,6 @@ mod http;
 mod http_limits;
 mod ingest;
 mod poct1;
+mod profiles;
 mod support;
 mod sync;

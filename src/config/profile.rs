@@ -35,57 +35,28 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The profiles compiled into the binary: `(name, text)` of every file in config/profiles/.
-/// A unit test checks that this list and the folder hold the same files.
-pub const BUILTIN: &[(&str, &str)] = &[
-    (
-        "afinion-2",
-        include_str!("../../config/profiles/afinion-2.toml"),
-    ),
-    (
-        "cobas-c111",
-        include_str!("../../config/profiles/cobas-c111.toml"),
-    ),
-    (
-        "cobas-c311",
-        include_str!("../../config/profiles/cobas-c311.toml"),
-    ),
-    (
-        "dca-vantage",
-        include_str!("../../config/profiles/dca-vantage.toml"),
-    ),
-    (
-        "genexpert-astm",
-        include_str!("../../config/profiles/genexpert-astm.toml"),
-    ),
-    (
-        "genexpert-hl7",
-        include_str!("../../config/profiles/genexpert-hl7.toml"),
-    ),
-    (
-        "mindray-bc5380",
-        include_str!("../../config/profiles/mindray-bc5380.toml"),
-    ),
-    (
-        "nova-statstrip-poct1",
-        include_str!("../../config/profiles/nova-statstrip-poct1.toml"),
-    ),
-    (
-        "pentra-xlr",
-        include_str!("../../config/profiles/pentra-xlr.toml"),
-    ),
-    (
-        "sysmex-xn",
-        include_str!("../../config/profiles/sysmex-xn.toml"),
-    ),
-    (
-        "sysmex-xp",
-        include_str!("../../config/profiles/sysmex-xp.toml"),
-    ),
-    (
-        "yumizen-h500",
-        include_str!("../../config/profiles/yumizen-h500.toml"),
-    ),
+/// `(name, text)` of the named files of config/profiles/, compiled in.
+macro_rules! builtin {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../config/profiles/", $name, ".toml")))),*]
+    };
+}
+
+/// The profiles compiled into the binary: every file in config/profiles/, one name a line, sorted
+/// (a unit test checks that this list and the folder hold the same files).
+pub const BUILTIN: &[(&str, &str)] = builtin![
+    "afinion-2",
+    "cobas-c111",
+    "cobas-c311",
+    "dca-vantage",
+    "genexpert-astm",
+    "genexpert-hl7",
+    "mindray-bc5380",
+    "nova-statstrip-poct1",
+    "pentra-xlr",
+    "sysmex-xn",
+    "sysmex-xp",
+    "yumizen-h500",
 ];
 
 /// Keys of the `[profile]` header.

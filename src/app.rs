@@ -55,6 +55,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             protocol: source.protocol.clone(),
             limits: config.limits.clone(),
             store: store.clone(),
+            tests: source.tests.clone(),
         };
         match &source.transport {
             Transport::TcpServer { listen } => match TcpListener::bind(listen).await {

@@ -2,7 +2,7 @@
 //!
 //! Module map (arrows point one way: `protocol ← ingest → store`; `app` knows all):
 //! - [`record`]   the nouns: Observation, SourceId, RecordId
-//! - [`config`]   raw TOML → validated [`config::Config`]; every error reported at once with its path
+//! - [`config`]   raw TOML (+ device profiles) → validated [`config::Config`]; every error at once with its path
 //! - [`protocol`] PURE decoders: bytes in, messages and replies out (no sockets, clock or DB):
 //!   ASTM E1381/E1394, HL7 v2 + MLLP, POCT1-A2, FHIR/JSON/CSV/XML bodies
 //! - [`ingest`]   transports (TCP server/client, RS-232, HTTP): open, read, reply after commit,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pocketgate::config::{self, Encoding};
+use pocketgate::config::{self, Encoding, profile};
 use pocketgate::pipeline;
 use pocketgate::protocol::astm::decode;
 use pocketgate::protocol::fhir;
@@ -38,11 +38,22 @@ enum Command {
     /// Print the observations of a capture file as JSON lines (ASTM frames or bare records, HL7
     /// MLLP or bare, POCT1-A2 XML, FHIR/JSON/CSV/XML bodies).
     Decode {
-        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"], default_value = "astm")]
-        protocol: String,
-        #[arg(long, value_enum, default_value = "latin1")]
-        encoding: EncodingArg,
+        /// Default: the profile's protocol, else astm.
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"])]
+        protocol: Option<String>,
+        /// Default: the profile's encoding, else latin1.
+        #[arg(long, value_enum)]
+        encoding: Option<EncodingArg>,
+        /// A device profile, by name (`pocketgate profiles`) or path: its test table fills in
+        /// test names, units and LOINC codes, and its protocol and encoding are the defaults.
+        #[arg(long)]
+        profile: Option<String>,
         file: PathBuf,
+    },
+    /// List the device profiles: the built-in ones and those in `profiles/` next to the config.
+    Profiles {
+        #[arg(long, default_value = "config/pocketgate.toml")]
+        config: PathBuf,
     },
     /// List stored messages, newest first, as JSON lines.
     Records {
@@ -191,15 +202,38 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Command::Decode {
             protocol,
             encoding,
+            profile,
             file,
         } => {
             let bytes = read_input(&file)?;
+            let profile = profile
+                .map(|p| {
+                    let text = profile::read_named_or_path(&p, &profile::Profiles::builtin())
+                        .map_err(anyhow::Error::msg)?;
+                    profile::read_standalone(&text)
+                        .map_err(|e| anyhow::anyhow!("profile {p}:\n{}", config::ConfigErrors(e)))
+                })
+                .transpose()?;
+            let setting = |key: &str| {
+                profile
+                    .as_ref()
+                    .and_then(|p| p.settings.get(key))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            let protocol = protocol
+                .or_else(|| {
+                    setting("protocol").filter(|p| ["astm", "hl7", "poct1"].contains(&p.as_str()))
+                })
+                .unwrap_or_else(|| "astm".into());
             let enc = match encoding {
-                EncodingArg::Latin1 => Encoding::Latin1,
-                EncodingArg::Utf8 => Encoding::Utf8,
+                Some(EncodingArg::Latin1) => Encoding::Latin1,
+                Some(EncodingArg::Utf8) => Encoding::Utf8,
+                None if setting("encoding").as_deref() == Some("utf8") => Encoding::Utf8,
+                None => Encoding::Latin1,
             };
             // Every decoder gives, per message, its observations and its errors (as text).
-            let messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
+            let mut messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
                 "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
                 "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
                 "fhir" | "json" | "csv" | "xml" => {
@@ -222,6 +256,11 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                     })
                     .collect(),
             };
+            if let Some(p) = &profile {
+                for (observations, _) in &mut messages {
+                    p.tests.enrich(observations);
+                }
+            }
             let mut failed = false;
             for (n, (observations, errors)) in messages.iter().enumerate() {
                 for o in observations {
@@ -234,6 +273,38 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             }
             if failed {
                 return Ok(std::process::ExitCode::from(1));
+            }
+        }
+        Command::Profiles { config: cfg } => {
+            let profiles = profile::Profiles::next_to(&cfg);
+            println!(
+                "{:<24} {:<8} {:<11} {:>5}  analyzer",
+                "profile", "protocol", "transport", "tests"
+            );
+            for name in profiles.names() {
+                let read = profiles.get(&name).map_err(|e| vec![e]).and_then(|t| {
+                    profile::read_standalone(&t)
+                        .map_err(|e| e.iter().map(ToString::to_string).collect())
+                });
+                match read {
+                    Ok(p) => {
+                        let s = |k: &str| {
+                            p.settings
+                                .get(k)
+                                .and_then(|v| v.as_str())
+                                .unwrap_or("-")
+                                .to_owned()
+                        };
+                        let title = p.header.get("name").cloned().unwrap_or_default();
+                        println!(
+                            "{name:<24} {:<8} {:<11} {:>5}  {title}",
+                            s("protocol"),
+                            s("transport"),
+                            p.tests.len()
+                        );
+                    }
+                    Err(errors) => println!("{name:<24} (unreadable: {})", errors.join("; ")),
+                }
             }
         }
         Command::Records {

@@ -2,7 +2,9 @@
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
 pub mod mqtt;
+pub mod profile;
 pub mod raw;
+pub mod usb;
 
 pub use mqtt::{MqttSettings, MqttTls, MqttTopic, PayloadFormat};
 
@@ -142,6 +144,8 @@ pub struct SourceConfig {
     pub enabled: bool,
     pub protocol: Protocol,
     pub transport: Transport,
+    /// Test names, units and LOINC codes from the source's profile (empty without one).
+    pub tests: profile::TestTable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,8 +225,11 @@ pub enum Transport {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialSettings {
-    /// Device path: `/dev/ttyUSB0`, `/dev/ttyACM0`, `/dev/serial/by-id/…`, `/dev/ttyAMA0`.
+    /// Device path: `/dev/ttyUSB0`, `/dev/ttyACM0`, `/dev/serial/by-id/…`, `/dev/ttyAMA0`, or a
+    /// pattern with `*`/`?` in the file name; empty when the adapter is named by `usb`.
     pub port: String,
+    /// The adapter by USB id, looked up in sysfs at each (re)open (see `ingest::usb_serial`).
+    pub usb: Option<usb::UsbId>,
     pub baud: u32,
     pub data_bits: DataBits,
     pub parity: Parity,
@@ -265,10 +272,10 @@ pub fn example() -> &'static str {
 }
 
 /// Reads and validates a config file. A read error names the file; every mistake in the text is
-/// reported at once.
+/// reported at once. Profiles are looked up in `profiles/` next to the file, then built in.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text),
+        Ok(text) => parse_with(&text, &profile::Profiles::next_to(path)),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             path: path.display().to_string(),
             line: None,
@@ -277,22 +284,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses and validates config text.
+/// Parses and validates config text (built-in profiles only).
 ///
 /// Structural mistakes (TOML syntax, unknown keys, a section of the wrong shape) are reported
 /// first, all together: an unknown key is usually a misspelt known one, whose "missing" errors
 /// would only add noise. Once the structure is right, every value mistake is reported at once.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let raw = raw::read(text).map_err(ConfigErrors::sorted)?;
+    parse_with(text, &profile::Profiles::builtin())
+}
+
+/// [`parse`] with profiles looked up in `profiles` (see [`profile`]).
+pub fn parse_with(text: &str, profiles: &profile::Profiles) -> Result<Config, ConfigErrors> {
+    let expanded = profile::expand(text, profiles).map_err(|e| ConfigErrors(vec![e]))?;
+    let origins = &expanded.origins;
+    let finish = |mut errors: Vec<ConfigError>| {
+        errors.extend(expanded.errors.iter().cloned());
+        ConfigErrors::sorted(errors.into_iter().map(|e| origins.map(e)).collect())
+    };
+    let raw = raw::read_tree(&expanded.text, &expanded.tree).map_err(finish)?;
     let mut check = Check {
-        text,
+        text: &expanded.text,
         tree: &raw.tree,
+        tests: &expanded.tests,
         errors: Vec::new(),
     };
     let config = check.config(&raw.config);
     match config {
-        Some(config) if check.errors.is_empty() => Ok(config),
-        _ => Err(ConfigErrors::sorted(check.errors)),
+        Some(config) if check.errors.is_empty() && expanded.errors.is_empty() => Ok(config),
+        _ => Err(finish(check.errors)),
     }
 }
 
@@ -409,6 +428,8 @@ const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
             "stop_bits",
             "flow_control",
             "reopen_after",
+            "usb",
+            "usb_serial",
         ],
     ),
 ];
@@ -417,6 +438,8 @@ const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
 struct Check<'a> {
     text: &'a str,
     tree: &'a raw::Node,
+    /// Each source's test table from its profile, by index.
+    tests: &'a [profile::TestTable],
     errors: Vec<ConfigError>,
 }
 
@@ -814,6 +837,8 @@ impl Check<'_> {
             None => None,
         };
         let enabled = self.get(&p("enabled"), &s.enabled).is_none_or(|(&e, _)| e);
+        // Merged in before validation (profile.rs); here only its type is checked.
+        self.get(&p("profile"), &s.profile);
         let protocol = self
             .required(
                 &p("protocol"),
@@ -921,11 +946,19 @@ impl Check<'_> {
             ),
         ];
         let reopen_after = s.reopen_after.as_ref().map(|v| self.line(v));
+        let usb = [
+            ("usb", s.usb.as_ref().map(|v| self.line(v))),
+            ("usb_serial", s.usb_serial.as_ref().map(|v| self.line(v))),
+        ];
         let owned: &[&str] = TRANSPORT_KEYS
             .iter()
             .find(|(t, _)| *t == transport)
             .map_or(&[], |(_, keys)| keys);
-        for (key, line) in present.into_iter().chain([("reopen_after", reopen_after)]) {
+        for (key, line) in present
+            .into_iter()
+            .chain([("reopen_after", reopen_after)])
+            .chain(usb)
+        {
             if let (Some(line), false) = (line, owned.contains(&key)) {
                 self.error(
                     &p(key),
@@ -1006,23 +1039,43 @@ impl Check<'_> {
             enabled,
             protocol: protocol?,
             transport,
+            tests: self.tests.get(i).cloned().unwrap_or_default(),
         })
     }
 
     fn serial(&mut self, i: usize, s: &RawSource, table_line: Option<usize>) -> Option<Transport> {
         let p = |key: &str| format!("sources[{i}].{key}");
-        let port = match self.required(
-            &p("port"),
-            &s.port,
-            table_line,
-            "e.g. port = \"/dev/ttyUSB0\"",
-        ) {
-            Some((port, line)) if port.trim().is_empty() => {
-                self.error(&p("port"), line, "must not be empty");
+        let usb = self.usb_id(i, s);
+        let port = match (&usb, &s.port) {
+            (Some(Some(_)), None) => Some(String::new()),
+            // A mistake in usb: reported; "port is required" would only add noise.
+            (None, None) => None,
+            (Some(Some(_)), Some(v)) => {
+                let line = self.line(v);
+                self.error(&p("port"), line, "give port or usb, not both");
                 None
             }
-            Some((port, _)) => Some(port.clone()),
-            None => None,
+            _ => match self.required(
+                &p("port"),
+                &s.port,
+                table_line,
+                "e.g. port = \"/dev/ttyUSB0\", or usb = \"0403:6001\"",
+            ) {
+                Some((port, line)) if port.trim().is_empty() => {
+                    self.error(&p("port"), line, "must not be empty");
+                    None
+                }
+                Some((port, line)) if !usb::glob_dir_is_literal(port) => {
+                    self.error(
+                        &p("port"),
+                        line,
+                        "\"*\" and \"?\" may only be used in the file name, not in the folders",
+                    );
+                    None
+                }
+                Some((port, _)) => Some(port.clone()),
+                None => None,
+            },
         };
         let baud = match self.get(&p("baud"), &s.baud) {
             Some((&n, line)) => match u32::try_from(n)
@@ -1084,6 +1137,7 @@ impl Check<'_> {
         );
         Some(Transport::Serial(SerialSettings {
             port: port?,
+            usb: usb.flatten(),
             baud,
             data_bits,
             parity,
@@ -1091,6 +1145,39 @@ impl Check<'_> {
             flow_control,
             reopen_after,
         }))
+    }
+
+    /// `usb` and `usb_serial`: `Some(None)` when neither is given, `None` after an error.
+    fn usb_id(&mut self, i: usize, s: &RawSource) -> Option<Option<usb::UsbId>> {
+        let p = |key: &str| format!("sources[{i}].{key}");
+        let serial = self
+            .get(&p("usb_serial"), &s.usb_serial)
+            .map(|(v, _)| v.trim().to_owned());
+        let Some((text, line)) = self.get(&p("usb"), &s.usb) else {
+            if serial.is_some() {
+                let line = self.line_at_path(&p("usb_serial"));
+                self.error(
+                    &p("usb_serial"),
+                    line,
+                    "only used with usb = \"vendor:product\"",
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        match usb::UsbId::parse(text, serial.filter(|s| !s.is_empty())) {
+            Some(id) => Some(Some(id)),
+            None => {
+                self.error(
+                    &p("usb"),
+                    line,
+                    format!(
+                        "\"{text}\" is not a USB id (vendor:product in hex, e.g. \"0403:6001\")"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Duplicate ids (any source, as written), and listen addresses or serial ports shared by enabled
@@ -1139,7 +1226,11 @@ impl Check<'_> {
                 }
                 Transport::Serial(serial) => {
                     let clash = earlier().find_map(|(j, b)| match &b.transport {
-                        Transport::Serial(other) if other.port == serial.port => Some(j),
+                        Transport::Serial(other)
+                            if other.port == serial.port && other.usb == serial.usb =>
+                        {
+                            Some(j)
+                        }
                         _ => None,
                     });
                     if let Some(j) = clash {
@@ -1150,7 +1241,12 @@ impl Check<'_> {
                         self.error(
                             &format!("sources[{i}].port"),
                             line,
-                            format!("\"{}\" is already used by sources[{j}]", serial.port),
+                            match &serial.usb {
+                                Some(id) => format!("{id} is already used by sources[{j}]"),
+                                None => {
+                                    format!("\"{}\" is already used by sources[{j}]", serial.port)
+                                }
+                            },
                         );
                     }
                 }
@@ -1217,6 +1313,7 @@ mod tests {
             sysmex.transport,
             Transport::Serial(SerialSettings {
                 port: "/dev/ttyUSB0".into(),
+                usb: None,
                 baud: 9600,
                 data_bits: DataBits::Eight,
                 parity: Parity::None,
@@ -1463,6 +1560,52 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn serial_adapter_by_usb_id_or_by_id_pattern() {
+        let config = parse(&with_source(
+            "transport = \"serial\"\nusb = \"0403:6001\"\nusb_serial = \"A50285BI\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Transport::Serial(s) = &config.sources[0].transport else {
+            panic!()
+        };
+        assert_eq!(
+            s.usb.as_ref().map(ToString::to_string).as_deref(),
+            Some("usb 0403:6001 serial A50285BI")
+        );
+        assert!(
+            parse(&with_source(
+                "transport = \"serial\"\nport = \"/dev/serial/by-id/usb-FTDI_*-if00-port0\"\n"
+            ))
+            .is_ok()
+        );
+        for (keys, expected) in [
+            (
+                "usb = \"0403\"\n",
+                "sources[0].usb (line 8): \"0403\" is not a USB id (vendor:product in hex, e.g. \"0403:6001\")",
+            ),
+            (
+                "usb = \"0403:6001\"\nport = \"/dev/ttyUSB0\"\n",
+                "sources[0].port (line 9): give port or usb, not both",
+            ),
+            (
+                "port = \"/dev/ttyUSB0\"\nusb_serial = \"A5\"\n",
+                "sources[0].usb_serial (line 9): only used with usb = \"vendor:product\"",
+            ),
+            (
+                "port = \"/dev/*/ttyUSB0\"\n",
+                "sources[0].port (line 8): \"*\" and \"?\" may only be used in the file name, not in the folders",
+            ),
+        ] {
+            let error = only_error(&with_source(&format!("transport = \"serial\"\n{keys}")));
+            assert_eq!(error.to_string(), expected);
+        }
+        let error = only_error(&with_source(
+            "transport = \"tcp-server\"\nlisten = \"0.0.0.0:1\"\nusb = \"0403:6001\"\n",
+        ));
+        assert_eq!(error.message, "not used by transport \"tcp-server\"");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! Nothing here applies defaults or ranges: that is `super`'s validation.
 
 use super::ConfigError;
-use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::ops::Range;
@@ -113,7 +113,8 @@ pub struct RawLimits {
     /// Longest message (all frames of one transmission) accepted, in bytes. Default 1048576
     /// (1 MiB), 1024 ..= 16777216 (16 MiB).
     pub max_message_bytes: Option<Val<i64>>,
-    /// Connections one TCP server source accepts at the same time. Default 4, 1 ..= 64.
+    /// Connections one TCP server source accepts at the same time (an ASTM/HL7/POCT1 source
+    /// closes one more; an HTTP source answers it 503 with Retry-After). Default 4, 1 ..= 64.
     pub max_connections: Option<Val<i64>>,
 }
 
@@ -127,6 +128,9 @@ pub struct RawSource {
     pub id: Option<Val<String>>,
     /// `false` keeps the source in the file without running it. Default `true`.
     pub enabled: Option<Val<bool>>,
+    /// A device profile (`"sysmex-xn"`): its settings apply unless this source sets them, and
+    /// its `[[tests]]` table names the test codes (docs/config.md "Device profiles").
+    pub profile: Option<Val<String>>,
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
     /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP), `"http"` (JSON, FHIR, CSV
     /// and XML results POSTed to the gateway; transport `"tcp-server"`) or `"mqtt"` (messages
@@ -155,8 +159,15 @@ pub struct RawSource {
     /// tcp-client: the wait doubles after each failure up to this. Default `"60s"`,
     /// `"1s"` ..= `"1h"`, at least `backoff_min`.
     pub backoff_max: Option<Val<RawDuration>>,
-    /// serial (required): the device, e.g. `"/dev/ttyUSB0"` or `"/dev/serial/by-id/…"`.
+    /// serial (required unless `usb` is given): the device, e.g. `"/dev/ttyUSB0"` or
+    /// `"/dev/serial/by-id/…"`; `*` and `?` in the file name match an adapter that is plugged in
+    /// later (`"/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_*-if00-port0"`).
     pub port: Option<Val<String>>,
+    /// serial: the USB-serial adapter by its USB id `"vendor:product"` in hex (`"0403:6001"`),
+    /// found in sysfs whichever `/dev/ttyUSB*`/`ttyACM*` it gets; instead of `port`.
+    pub usb: Option<Val<String>>,
+    /// serial: with `usb`, the adapter's USB serial number (`"A50285BI"`), to tell two alike apart.
+    pub usb_serial: Option<Val<String>>,
     /// serial: bits per second, one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200.
     /// Default 9600.
     pub baud: Option<Val<i64>>,
@@ -271,13 +282,13 @@ pub struct Val<T> {
 
 // `toml::Spanned` fails on values without a span; this speaks the same (toml-specific) protocol
 // but accepts both, and defers the type check.
-const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
-const SPANNED_START: &str = "$__serde_spanned_private_start";
-const SPANNED_END: &str = "$__serde_spanned_private_end";
-const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
-const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
+pub(super) const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
+pub(super) const SPANNED_START: &str = "$__serde_spanned_private_start";
+pub(super) const SPANNED_END: &str = "$__serde_spanned_private_end";
+pub(super) const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
+pub(super) const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
 /// toml hands datetimes to serde as a one-key map with this key.
-const DATETIME_KEY: &str = "$__toml_private_datetime";
+pub(super) const DATETIME_KEY: &str = "$__toml_private_datetime";
 
 /// Reads the rest of a spanned map (`START` already consumed): `(span, value)`.
 fn read_spanned<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
@@ -386,121 +397,6 @@ pub(super) enum Kind {
     Scalar,
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any TOML value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let first = map.next_key::<String>()?;
-                if first.as_deref() == Some(SPANNED_START) {
-                    let (span, Bare(kind)) = read_spanned(map)?;
-                    return Ok(Node {
-                        span: Some(span),
-                        kind,
-                    });
-                }
-                Ok(Node {
-                    span: None,
-                    kind: read_table(first, map)?,
-                })
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Node, A::Error> {
-                Ok(Node {
-                    span: None,
-                    kind: read_array(seq)?,
-                })
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-                Ok(Node {
-                    span: None,
-                    kind: Kind::Scalar,
-                })
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
-                Ok(Node {
-                    span: None,
-                    kind: Kind::Scalar,
-                })
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
-                Ok(Node {
-                    span: None,
-                    kind: Kind::Scalar,
-                })
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Node, E> {
-                Ok(Node {
-                    span: None,
-                    kind: Kind::Scalar,
-                })
-            }
-        }
-        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, V)
-    }
-}
-
-/// The value inside a span (asking for a span again would recurse).
-struct Bare(Kind);
-
-impl<'de> Deserialize<'de> for Bare {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Bare;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any TOML value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Bare, A::Error> {
-                let first = map.next_key::<String>()?;
-                Ok(Bare(read_table(first, map)?))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Bare, A::Error> {
-                Ok(Bare(read_array(seq)?))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Bare, E> {
-                Ok(Bare(Kind::Scalar))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Bare, E> {
-                Ok(Bare(Kind::Scalar))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Bare, E> {
-                Ok(Bare(Kind::Scalar))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Bare, E> {
-                Ok(Bare(Kind::Scalar))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-fn read_table<'de, A: MapAccess<'de>>(first: Option<String>, mut map: A) -> Result<Kind, A::Error> {
-    let mut entries = Vec::new();
-    let mut key = first;
-    while let Some(k) = key {
-        if k == DATETIME_KEY {
-            map.next_value::<IgnoredAny>()?;
-            return Ok(Kind::Scalar);
-        }
-        let value = map.next_value::<Node>()?;
-        entries.push((k, value));
-        key = map.next_key::<String>()?;
-    }
-    Ok(Kind::Table(entries))
-}
-
-fn read_array<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Kind, A::Error> {
-    let mut items = Vec::new();
-    while let Some(item) = seq.next_element::<Node>()? {
-        items.push(item);
-    }
-    Ok(Kind::Array(items))
-}
-
 impl Node {
     /// The node at a path of table keys (`["sources", "1"]` indexes arrays).
     pub fn get(&self, path: &[&str]) -> Option<&Node> {
@@ -515,40 +411,6 @@ impl Node {
         child.get(rest)
     }
 
-    /// The path (`sources[1].baud`) of the innermost value written around byte `offset`.
-    pub fn path_at(&self, offset: usize) -> String {
-        let mut path = String::new();
-        let mut node = self;
-        loop {
-            let contains = |n: &Node| n.span.as_ref().is_some_and(|s| s.contains(&offset));
-            let next = match &node.kind {
-                Kind::Table(entries) => entries
-                    .iter()
-                    .find(|(_, v)| contains(v) || v.contains_deep(offset))
-                    .map(|(k, v)| {
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(k);
-                        v
-                    }),
-                Kind::Array(items) => items
-                    .iter()
-                    .enumerate()
-                    .find(|(_, v)| contains(v) || v.contains_deep(offset))
-                    .map(|(i, v)| {
-                        path.push_str(&format!("[{i}]"));
-                        v
-                    }),
-                Kind::Scalar => None,
-            };
-            match next {
-                Some(n) => node = n,
-                None => return path,
-            }
-        }
-    }
-
     /// Where this value starts: its own span, or for an implicit table (`a.b = 1`), which has
     /// none, its first spanned descendant.
     pub fn start(&self) -> Option<usize> {
@@ -559,19 +421,6 @@ impl Node {
             Kind::Table(entries) => entries.iter().filter_map(|(_, v)| v.start()).min(),
             Kind::Array(items) => items.iter().filter_map(Node::start).min(),
             Kind::Scalar => None,
-        }
-    }
-
-    /// Whether `offset` lies in this node's span or in any descendant's (an array-of-tables or
-    /// a standard table only spans its header, so its keys lie outside it).
-    fn contains_deep(&self, offset: usize) -> bool {
-        if self.span.as_ref().is_some_and(|s| s.contains(&offset)) {
-            return true;
-        }
-        match &self.kind {
-            Kind::Table(entries) => entries.iter().any(|(_, v)| v.contains_deep(offset)),
-            Kind::Array(items) => items.iter().any(|v| v.contains_deep(offset)),
-            Kind::Scalar => false,
         }
     }
 }
@@ -633,29 +482,22 @@ pub(super) struct Raw {
     pub tree: Node,
 }
 
-/// Pass 1 and 2 (see the module docs). Errors here are structural: syntax, unknown keys,
-/// sections of the wrong shape. They are all returned together; value errors come later.
-pub(super) fn read(text: &str) -> Result<Raw, Vec<ConfigError>> {
-    let tree = match toml::from_str::<Node>(text) {
-        Ok(tree) => tree,
-        Err(e) => {
-            return Err(vec![ConfigError {
-                path: String::new(),
-                line: e.span().map(|s| line_at(text, s.start)),
-                message: one_line(e.message()),
-            }]);
-        }
-    };
+/// Pass 1 and 2 (see the module docs) over an already parsed document. Errors here are
+/// structural: syntax, unknown keys, sections of the wrong shape. They are all returned together;
+/// value errors come later.
+/// The document is a config with its profiles merged in; `text` is the text its spans point into.
+pub(super) fn read_tree(text: &str, doc: &super::profile::Tree) -> Result<Raw, Vec<ConfigError>> {
+    let tree = doc.to_node();
     let mut errors = Vec::new();
     check_shape(text, &tree, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    match toml::from_str::<RawConfig>(text) {
+    match RawConfig::deserialize(doc.deserializer()) {
         Ok(config) => Ok(Raw { config, tree }),
         Err(e) => Err(vec![ConfigError {
-            path: e.span().map(|s| tree.path_at(s.start)).unwrap_or_default(),
-            line: e.span().map(|s| line_at(text, s.start)),
+            path: String::new(),
+            line: None,
             message: one_line(e.message()),
         }]),
     }

@@ -103,7 +103,7 @@ async fn commit(msg: CompleteMessage, ctx: &SourceCtx, stats: &mut ConversationS
         protocol: ProtocolKind::Astm,
         wire: msg.wire,
         text: msg.text,
-        observations: decoded.observations,
+        observations: ctx.enriched(decoded.observations),
         parse_errors,
     };
     match ctx.store.commit(new).await {

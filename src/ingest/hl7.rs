@@ -99,7 +99,7 @@ async fn handle(text: Vec<u8>, wire: Vec<u8>, ctx: &SourceCtx, stats: &mut Hl7St
         protocol: ProtocolKind::Hl7,
         wire,
         text,
-        observations: decoded.observations,
+        observations: ctx.enriched(decoded.observations),
         parse_errors: parse_errors.clone(),
     };
     let (outcome, why) = match ctx.store.commit(new).await {

@@ -71,6 +71,8 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: SourceCtx, settings: 
         },
     };
     let id = ctx.id.clone();
+    let listener =
+        super::conn_limit::Limited::new(listener, ctx.limits.max_connections, id.0.clone());
     let app = router(Http {
         ctx,
         auth,
@@ -260,7 +262,7 @@ async fn results(State(st): State<Arc<Http>>, req: Request) -> Response {
         protocol: ProtocolKind::Http,
         wire: body.to_vec(),
         text: body.to_vec(),
-        observations,
+        observations: st.ctx.enriched(observations),
         parse_errors: parse_error
             .iter()
             .map(|e| format!("{}: {e}", kind.name()))

@@ -3,13 +3,16 @@
 //! retries, it never stops another.
 
 pub mod astm;
+pub mod conn_limit;
 pub mod hl7;
 pub mod http;
 pub mod mqtt;
 pub mod poct1;
 pub mod serial;
 pub mod tcp;
+pub mod usb_serial;
 
+use crate::config::profile::TestTable;
 use crate::config::{Encoding, Limits, Protocol};
 use crate::protocol::astm::link::ReceiverLimits;
 use crate::protocol::astm::session::SessionLimits;
@@ -24,6 +27,8 @@ pub struct SourceCtx {
     pub protocol: Protocol,
     pub limits: Limits,
     pub store: Store,
+    /// The source's profile test table: names, units and LOINC codes a message leaves out.
+    pub tests: TestTable,
 }
 
 impl SourceCtx {
@@ -43,6 +48,15 @@ impl SourceCtx {
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
             Protocol::Http(_) | Protocol::Mqtt => Duration::from_secs(30),
         }
+    }
+
+    /// Decoded observations completed from the profile's test table before they are stored.
+    pub fn enriched(
+        &self,
+        mut observations: Vec<crate::record::Observation>,
+    ) -> Vec<crate::record::Observation> {
+        self.tests.enrich(&mut observations);
+        observations
     }
 
     pub fn session_limits(&self) -> SessionLimits {

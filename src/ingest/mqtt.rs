@@ -362,7 +362,7 @@ async fn commit(delivery: Delivery, ctx: SourceCtx, settings: Arc<MqttSettings>)
             protocol: ProtocolKind::Mqtt,
             wire: envelope(topic, &p.payload),
             text: p.payload.to_vec(),
-            observations: decoded.observations,
+            observations: ctx.enriched(decoded.observations),
             parse_errors: decoded.errors,
         }
     };

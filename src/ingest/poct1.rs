@@ -146,7 +146,7 @@ impl Conversation<'_> {
             protocol: ProtocolKind::Poct1,
             wire: msg.xml.clone(),
             text: msg.xml,
-            observations: msg.observations,
+            observations: self.ctx.enriched(msg.observations),
             parse_errors: msg.parse_errors,
         };
         match self.ctx.store.commit(new).await {

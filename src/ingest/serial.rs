@@ -3,7 +3,7 @@
 //! it and an in-memory duplex stream that the async conversation reads like a socket. A missing or
 //! unplugged port is reopened with backoff; the rest of the gateway keeps running.
 
-use super::{Backoff, SourceCtx};
+use super::{Backoff, SourceCtx, usb_serial};
 use crate::config::{DataBits, FlowControl, Parity, SerialSettings, StopBits};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -11,27 +11,46 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// Open the port, converse while it works, reopen after a backoff when it fails.
+/// Find the adapter, open the port, converse while it works, and look again after a backoff
+/// when it fails: an adapter plugged in later or into another socket is picked up by itself
+/// ([`usb_serial::locate`]).
 pub async fn run(settings: SerialSettings, ctx: SourceCtx) {
+    let dirs = usb_serial::DeviceDirs::from_env();
     let mut backoff = Backoff::new(settings.reopen_after, settings.reopen_after * 8);
+    let mut was_absent = false;
     loop {
-        match open(&settings) {
-            Ok(port) => {
-                backoff.reset();
-                info!(source = %ctx.id, port = %settings.port, baud = settings.baud, "serial port open");
-                let why = converse_on(port, &ctx).await;
-                warn!(source = %ctx.id, port = %settings.port, reason = %why, "serial link ended; reopening");
+        match usb_serial::locate(&settings, &dirs) {
+            Ok((path, matches)) => {
+                was_absent = false;
+                let port = path.display().to_string();
+                if matches > 1 {
+                    warn!(source = %ctx.id, %port, matches, "several adapters match; using the first");
+                }
+                match open(&settings, &port) {
+                    Ok(handle) => {
+                        backoff.reset();
+                        info!(source = %ctx.id, %port, baud = settings.baud, "serial port open");
+                        let why = converse_on(handle, &ctx).await;
+                        warn!(source = %ctx.id, %port, reason = %why, "serial link ended; reopening");
+                    }
+                    Err(e) => {
+                        warn!(source = %ctx.id, %port, error = %e, "cannot open serial port")
+                    }
+                }
             }
-            Err(e) => {
-                warn!(source = %ctx.id, port = %settings.port, error = %e, "cannot open serial port")
+            // Said once per absence, not at every look.
+            Err(why) if !was_absent => {
+                was_absent = true;
+                warn!(source = %ctx.id, reason = %why, "serial adapter not present; waiting for it");
             }
+            Err(_) => {}
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
-fn open(s: &SerialSettings) -> serialport::Result<Box<dyn serialport::SerialPort>> {
-    serialport::new(&s.port, s.baud)
+fn open(s: &SerialSettings, port: &str) -> serialport::Result<Box<dyn serialport::SerialPort>> {
+    serialport::new(port, s.baud)
         .data_bits(match s.data_bits {
             DataBits::Seven => serialport::DataBits::Seven,
             DataBits::Eight => serialport::DataBits::Eight,

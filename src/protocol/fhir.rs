@@ -1613,16 +1613,13 @@ mod csv {
 // ---------------------------------------------------------------------------------------------
 
 mod xml {
-    //! A small, bounded XML reader for the documented `<results><observation>…` shape.
+    //! The documented `<results><observation>…` shape, read with the shared XML reader.
 
     use super::*;
 
-    pub struct Element {
-        pub name: String,
-        pub offset: usize,
-        pub text: String,
-        pub children: Vec<Element>,
-    }
+    use crate::config::Encoding;
+    use crate::protocol::xml as shared;
+    pub use shared::Element;
 
     fn syntax(offset: usize, message: impl Into<String>) -> DecodeError {
         DecodeError::XmlSyntax {
@@ -1639,196 +1636,38 @@ mod xml {
         }
     }
 
-    fn find(s: &str, from: usize, needle: &str) -> Option<usize> {
-        s.get(from..)?.find(needle).map(|i| from + i)
-    }
-
-    /// Decode `&lt;` `&gt;` `&amp;` `&quot;` `&apos;` `&#N;` `&#xN;` in text starting at `offset`.
-    fn unescape(raw: &str, offset: usize, out: &mut String) -> Result<(), DecodeError> {
-        let mut rest = raw;
-        let mut at = offset;
-        while let Some(i) = rest.find('&') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            let Some(end) = after.find(';').filter(|e| *e <= 10) else {
-                return Err(syntax(at + i, "'&' does not start an entity (write &amp;)"));
-            };
-            let name = &after[..end];
-            let c = match name {
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "amp" => Some('&'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                n => {
-                    let code =
-                        if let Some(h) = n.strip_prefix("#x").or_else(|| n.strip_prefix("#X")) {
-                            u32::from_str_radix(h, 16).ok()
-                        } else if let Some(d) = n.strip_prefix('#') {
-                            d.parse().ok()
-                        } else {
-                            None
-                        };
-                    code.and_then(char::from_u32)
-                }
-            };
-            match c {
-                Some(c) => out.push(c),
-                None => return Err(syntax(at + i, format!("unknown entity &{name};"))),
-            }
-            let consumed = i + 1 + end + 1;
-            rest = &rest[consumed..];
-            at += consumed;
-        }
-        out.push_str(rest);
-        Ok(())
-    }
-
-    fn is_name_char(c: char) -> bool {
-        c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
-    }
-
-    /// Parse the document into its root element.
+    /// Parse the document into its root element with the shared reader
+    /// ([`crate::protocol::xml`]), nesting at most [`MAX_XML_DEPTH`]; names lose their
+    /// namespace prefix (`f:observation` → `observation`).
     pub fn parse(s: &str) -> Result<Element, DecodeError> {
-        let mut stack: Vec<Element> = Vec::new();
-        let mut root: Option<Element> = None;
-        let mut pos = 0;
-        while pos < s.len() {
-            let Some(lt) = find(s, pos, "<") else {
-                // Trailing text after the root.
-                if !s[pos..].trim().is_empty() {
-                    return Err(syntax(pos, "text outside the root element"));
-                }
-                break;
-            };
-            if lt > pos {
-                let raw = &s[pos..lt];
-                match stack.last_mut() {
-                    Some(top) => unescape(raw, pos, &mut top.text)?,
-                    None if raw.trim().is_empty() => {}
-                    None => return Err(syntax(pos, "text outside the root element")),
-                }
-            }
-            let rest = &s[lt..];
-            if rest.starts_with("<?") {
-                pos = find(s, lt, "?>").ok_or_else(|| syntax(lt, "<? is never closed by ?>"))? + 2;
-            } else if rest.starts_with("<!--") {
-                pos = find(s, lt + 4, "-->")
-                    .ok_or_else(|| syntax(lt, "comment is never closed by -->"))?
-                    + 3;
-            } else if rest.starts_with("<![CDATA[") {
-                let end = find(s, lt + 9, "]]>")
-                    .ok_or_else(|| syntax(lt, "CDATA is never closed by ]]>"))?;
-                match stack.last_mut() {
-                    Some(top) => top.text.push_str(&s[lt + 9..end]),
-                    None => return Err(syntax(lt, "CDATA outside the root element")),
-                }
-                pos = end + 3;
-            } else if rest.starts_with("<!") {
-                return Err(syntax(lt, "DOCTYPE/DTD declarations are not accepted"));
-            } else if let Some(after) = rest.strip_prefix("</") {
-                let name_len = after
-                    .find(|c: char| !is_name_char(c))
-                    .unwrap_or(after.len());
-                let name = &after[..name_len];
-                let gt = find(s, lt + 2 + name_len, ">")
-                    .ok_or_else(|| syntax(lt, "end tag is never closed by >"))?;
-                if !s[lt + 2 + name_len..gt].trim().is_empty() {
-                    return Err(syntax(
-                        lt,
-                        format!("unexpected text in the end tag </{name}>"),
-                    ));
-                }
-                let Some(open) = stack.pop() else {
-                    return Err(syntax(lt, format!("</{name}> closes nothing")));
+        let mut root = shared::parse_with_depth(s.as_bytes(), Encoding::Utf8, MAX_XML_DEPTH)
+            .map_err(|e| {
+                let (offset, message) = match e {
+                    shared::XmlError::MismatchedEnd {
+                        offset,
+                        open,
+                        found,
+                        opened,
+                    } => (
+                        offset,
+                        format!("</{found}> does not close <{open}> opened at byte {opened}"),
+                    ),
+                    shared::XmlError::Doctype { offset } => {
+                        (offset, "DOCTYPE/DTD declarations are not accepted".into())
+                    }
+                    other => (other.offset().unwrap_or(0), other.to_string()),
                 };
-                if open.name != local(name) {
-                    return Err(syntax(
-                        lt,
-                        format!(
-                            "</{name}> does not close <{}> opened at byte {}",
-                            open.name, open.offset
-                        ),
-                    ));
-                }
-                attach(open, &mut stack, &mut root, lt)?;
-                pos = gt + 1;
-            } else {
-                let after = &rest[1..];
-                let name_len = after
-                    .find(|c: char| !is_name_char(c))
-                    .unwrap_or(after.len());
-                let name = &after[..name_len];
-                if name.is_empty() {
-                    return Err(syntax(lt, "'<' does not start a tag (write &lt;)"));
-                }
-                let (self_closing, end) = tag_end(s, lt + 1 + name_len)
-                    .ok_or_else(|| syntax(lt, format!("<{name} is never closed by >")))?;
-                if stack.len() >= MAX_XML_DEPTH {
-                    return Err(syntax(
-                        lt,
-                        format!("elements nested deeper than {MAX_XML_DEPTH}"),
-                    ));
-                }
-                let el = Element {
-                    name: local(name).to_owned(),
-                    offset: lt,
-                    text: String::new(),
-                    children: Vec::new(),
-                };
-                if self_closing {
-                    attach(el, &mut stack, &mut root, lt)?;
-                } else {
-                    stack.push(el);
-                }
-                pos = end;
+                syntax(offset, message)
+            })?;
+        // An explicit stack, as in the reader: no recursion.
+        let mut stack: Vec<&mut Element> = vec![&mut root];
+        while let Some(e) = stack.pop() {
+            if let Some((_, local)) = e.name.rsplit_once(':') {
+                e.name = local.to_owned();
             }
+            stack.extend(e.children.iter_mut());
         }
-        if let Some(open) = stack.last() {
-            return Err(syntax(
-                s.len(),
-                format!(
-                    "<{}> opened at byte {} is never closed",
-                    open.name, open.offset
-                ),
-            ));
-        }
-        root.ok_or_else(|| syntax(0, "no root element"))
-    }
-
-    /// The name without its namespace prefix.
-    fn local(name: &str) -> &str {
-        name.rsplit(':').next().unwrap_or(name)
-    }
-
-    /// Skip attributes up to the end of a start tag: (self-closing, index after `>`).
-    fn tag_end(s: &str, mut i: usize) -> Option<(bool, usize)> {
-        let b = s.as_bytes();
-        while i < b.len() {
-            match b[i] {
-                q @ (b'"' | b'\'') => {
-                    i = i + 1 + s.get(i + 1..)?.find(q as char)? + 1;
-                }
-                b'>' => return Some((i > 0 && b[i - 1] == b'/', i + 1)),
-                b'<' => return None,
-                _ => i += 1,
-            }
-        }
-        None
-    }
-
-    fn attach(
-        el: Element,
-        stack: &mut [Element],
-        root: &mut Option<Element>,
-        at: usize,
-    ) -> Result<(), DecodeError> {
-        match stack.last_mut() {
-            Some(parent) => parent.children.push(el),
-            None if root.is_none() => *root = Some(el),
-            None => return Err(syntax(at, "a second root element")),
-        }
-        Ok(())
+        Ok(root)
     }
 
     fn leaf(e: &Element) -> Result<Option<String>, DecodeError> {

@@ -6,3 +6,4 @@ pub mod fhir;
 pub mod hl7;
 pub mod mqtt;
 pub mod poct1;
+pub mod xml;

@@ -290,7 +290,9 @@ impl Store {
     /// or with the error that stopped it; in that case nothing of `msg` is stored.
     /// A message with parse errors counts against its source's [`flood`] budget first.
     pub async fn commit(&self, msg: NewMessage) -> Result<Committed, StoreError> {
-        if !msg.parse_errors.is_empty() {
+        // MQTT is exempt: a refused message would be redelivered by the broker in a loop, and
+        // its publishers are authenticated by the broker, whose own queue limits bound a flood.
+        if !msg.parse_errors.is_empty() && msg.protocol != ProtocolKind::Mqtt {
             let mut budget = self
                 .invalid
                 .lock()

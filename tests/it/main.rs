@@ -3,9 +3,12 @@
 mod capture;
 mod cli;
 mod hl7;
+mod hotplug;
 mod http;
+mod http_limits;
 mod ingest;
 mod mqtt;
 mod poct1;
+mod profiles;
 mod support;
 mod sync;

@@ -49,11 +49,18 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     child: Option<Child>,
+    /// Extra environment for the process (`POCKETGATE_SYSFS` …).
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
     /// Write a config with `sources` (TOML `[[sources]]` blocks) and start the binary.
     pub fn start(sources: &str) -> Gateway {
+        Self::start_with_env(sources, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables.
+    pub fn start_with_env(sources: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pocketgate.toml");
         let body = format!(
@@ -65,6 +72,10 @@ impl Gateway {
             dir,
             config,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         gw.spawn();
         gw
@@ -81,6 +92,7 @@ impl Gateway {
             .arg(&self.config)
             .env("POCKETGATE_LOG", "debug")
             .env("PG_TEST_DHIS2_TOKEN", SIM_TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

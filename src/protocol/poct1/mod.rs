@@ -9,7 +9,8 @@
 pub mod decode;
 pub mod manager;
 pub mod split;
-pub mod xml;
+/// The shared XML reader (also used by the HTTP XML body decoder).
+pub use super::xml;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! A small, strict XML reader for the POCT1-A2 subset (protocols.md §1.4): elements, attributes,
+//! The one small, strict XML reader of the protocol layer, shared by POCT1-A2 (protocols.md §1.4)
+//! and the HTTP XML body decoder ([`super::fhir`]): elements, attributes,
 //! the `<?xml …?>` declaration, other processing instructions, comments, CDATA and the five
 //! predefined entities plus character references. No DTDs (a `<!DOCTYPE` is an error, so no
 //! entity expansion can happen), no namespaces beyond treating `a:b` as a name.
@@ -9,7 +10,8 @@
 
 use crate::config::Encoding;
 
-/// Deepest element nesting accepted. POCT1 messages nest five levels (`OBS.R01/SVC/PT/OBS/…`).
+/// Deepest element nesting accepted by [`parse`]. POCT1 messages nest five levels
+/// (`OBS.R01/SVC/PT/OBS/…`); [`parse_with_depth`] takes a tighter bound.
 pub const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum XmlError {
         offset: usize,
         open: String,
         found: String,
+        /// Where the open element's start tag is.
+        opened: usize,
     },
     #[error("unknown entity `&{name};` at byte {offset}")]
     UnknownEntity { offset: usize, name: String },
@@ -44,6 +48,25 @@ pub enum XmlError {
     NoRoot,
     #[error("content after the root element at byte {offset}")]
     TrailingContent { offset: usize },
+}
+
+impl XmlError {
+    /// The byte offset the error names (`None` for a document without a root).
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            XmlError::Truncated { offset, .. }
+            | XmlError::Unexpected { offset, .. }
+            | XmlError::MismatchedEnd { offset, .. }
+            | XmlError::UnknownEntity { offset, .. }
+            | XmlError::DuplicateAttribute { offset, .. }
+            | XmlError::TooDeep { offset, .. }
+            | XmlError::Doctype { offset }
+            | XmlError::InvalidUtf8 { offset }
+            | XmlError::ControlByte { offset, .. }
+            | XmlError::TrailingContent { offset } => Some(*offset),
+            XmlError::NoRoot => None,
+        }
+    }
 }
 
 /// One lexical item of a document.
@@ -443,8 +466,17 @@ impl Element {
     }
 }
 
-/// Parse one complete document into its root element.
+/// Parse one complete document into its root element (nesting up to [`MAX_DEPTH`]).
 pub fn parse(doc: &[u8], default: Encoding) -> Result<Element, XmlError> {
+    parse_with_depth(doc, default, MAX_DEPTH)
+}
+
+/// [`parse`] with elements nested at most `max_depth` deep.
+pub fn parse_with_depth(
+    doc: &[u8],
+    default: Encoding,
+    max_depth: usize,
+) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     for token in Tokens::new(doc, default) {
@@ -459,10 +491,10 @@ pub fn parse(doc: &[u8], default: Encoding) -> Result<Element, XmlError> {
                 if root.is_some() {
                     return Err(XmlError::TrailingContent { offset });
                 }
-                if stack.len() >= MAX_DEPTH {
+                if stack.len() >= max_depth {
                     return Err(XmlError::TooDeep {
                         offset,
-                        max: MAX_DEPTH,
+                        max: max_depth,
                     });
                 }
                 let el = Element {
@@ -485,6 +517,7 @@ pub fn parse(doc: &[u8], default: Encoding) -> Result<Element, XmlError> {
                         offset,
                         open: open.name,
                         found: name,
+                        opened: open.offset,
                     });
                 }
                 None => {

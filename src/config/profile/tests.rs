@@ -1,0 +1,395 @@
+//! Profiles: every shipped profile validates as a source, merge precedence, error lines, and
+//! enrichment of decoded fixtures.
+
+use super::*;
+use crate::config::{ConfigErrors, Encoding, Protocol, Transport, parse, parse_with};
+
+const MINIMAL: &str = "[gateway]\ndata_dir = \"/d\"\n";
+
+/// A config with one source made of `keys`.
+fn one_source(keys: &str) -> String {
+    format!("{MINIMAL}\n[[sources]]\nid = \"a\"\n{keys}")
+}
+
+fn errors(text: &str, profiles: &Profiles) -> Vec<ConfigError> {
+    match parse_with(text, profiles) {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(ConfigErrors(e)) => e,
+    }
+}
+
+/// The keys a shipped profile's source still needs (where the analyzer is).
+fn site_keys(name: &str) -> String {
+    let p = Profiles::builtin()
+        .get(name)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = read_standalone(&p).unwrap_or_else(|e| panic!("{}", ConfigErrors(e)));
+    match s.settings.get("transport").and_then(|t| t.as_str()) {
+        Some("serial") => "port = \"/dev/ttyUSB0\"\n".into(),
+        Some("tcp-client") => "connect = \"192.168.1.20:5000\"\n".into(),
+        Some("tcp-server") => "listen = \"0.0.0.0:5100\"\n".into(),
+        // Other branches' transports (files, modbus) bring their own required keys.
+        _ => String::new(),
+    }
+}
+
+#[test]
+fn builtin_list_matches_the_profiles_folder() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    files.sort();
+    let listed: Vec<String> = BUILTIN.iter().map(|(n, _)| (*n).to_owned()).collect();
+    assert_eq!(
+        listed, files,
+        "BUILTIN in src/config/profile.rs must list every file of config/profiles/ (sorted)"
+    );
+    for (name, _) in BUILTIN {
+        assert!(valid_name(name), "{name}");
+    }
+}
+
+#[test]
+fn every_shipped_profile_parses_and_validates_as_a_source() {
+    for (name, _) in BUILTIN {
+        let text = one_source(&format!("profile = \"{name}\"\n{}", site_keys(name)));
+        let config = parse(&text).unwrap_or_else(|e| panic!("profile {name}:\n{e}"));
+        let p = read_standalone(
+            &Profiles::builtin()
+                .get(name)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {}", ConfigErrors(e)));
+        assert!(p.header.contains_key("name"), "{name}");
+        assert!(
+            p.header.contains_key("reference"),
+            "{name} cites the reference"
+        );
+        assert_eq!(config.sources[0].tests, p.tests, "{name}");
+        for (code, info) in p.tests.0.iter() {
+            if let Some(l) = &info.loinc {
+                assert!(valid_loinc(l), "{name}: {code} {l}");
+            }
+        }
+    }
+}
+
+#[test]
+fn loinc_check_digits() {
+    for good in [
+        "6690-2", "789-8", "718-7", "4548-4", "20447-9", "2341-6", "21000-5", "14959-1",
+    ] {
+        assert!(valid_loinc(good), "{good}");
+    }
+    // Pentra XLR's own 789-9 and 2100-5 (protocols.md S10) fail the check digit.
+    for bad in [
+        "789-9",
+        "2100-5",
+        "6690",
+        "-2",
+        "6690-22",
+        "66a0-2",
+        "12345678-0",
+    ] {
+        assert!(!valid_loinc(bad), "{bad}");
+    }
+}
+
+#[test]
+fn source_keys_override_the_profile_and_the_rest_is_inherited() {
+    let config = parse(&one_source(
+        "profile = \"sysmex-xn\"\nport = \"/dev/ttyUSB3\"\nbaud = 19200\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = &config.sources[0];
+    let Transport::Serial(serial) = &s.transport else {
+        panic!("{:?}", s.transport)
+    };
+    assert_eq!(serial.baud, 19200, "the source's own baud wins");
+    assert_eq!(serial.port, "/dev/ttyUSB3");
+    assert!(
+        matches!(s.protocol, Protocol::Astm(_)),
+        "protocol from the profile"
+    );
+    assert_eq!(
+        s.tests.get("WBC").and_then(|t| t.loinc.as_deref()),
+        Some("6690-2")
+    );
+
+    // Another transport than the profile's drops the profile's serial keys.
+    let config = parse(&one_source(
+        "profile = \"sysmex-xn\"\ntransport = \"tcp-server\"\nlisten = \"127.0.0.1:0\"\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        config.sources[0].transport,
+        Transport::TcpServer { .. }
+    ));
+}
+
+#[test]
+fn nested_tables_merge_key_by_key() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        profiles.join("nested.toml"),
+        "[profile]\nname = \"n\"\n\nprotocol = \"astm\"\n\n[extra]\na = 1\nb = [1, 2]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = Profiles::next_to(&dir.path().join("pocketgate.toml"));
+    let expanded = expand(
+        &one_source("profile = \"nested\"\n[sources.extra]\nb = [3]\nc = true\n"),
+        &p,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(expanded.errors.is_empty(), "{:?}", expanded.errors);
+    let source = toml::Table::deserialize(expanded.tree.deserializer()).unwrap_or_default();
+    let merged = &source["sources"][0];
+    assert_eq!(merged["protocol"].as_str(), Some("astm"));
+    assert_eq!(
+        merged["extra"]["a"].as_integer(),
+        Some(1),
+        "kept from the profile"
+    );
+    assert_eq!(
+        merged["extra"]["b"],
+        toml::Value::Array(vec![3.into()]),
+        "arrays replaced"
+    );
+    assert_eq!(merged["extra"]["c"].as_bool(), Some(true));
+}
+
+#[test]
+fn a_local_profile_shadows_the_builtin_one() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("profiles")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("profiles/afinion-2.toml"),
+        "[profile]\nname = \"site copy\"\nprotocol = \"astm\"\ntransport = \"tcp-server\"\nencoding = \"utf8\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("pocketgate.toml");
+    std::fs::write(
+        &config,
+        one_source("profile = \"afinion-2\"\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = crate::config::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let Protocol::Astm(a) = &c.sources[0].protocol else {
+        panic!()
+    };
+    assert_eq!(a.encoding, Encoding::Utf8);
+    assert!(c.sources[0].tests.is_empty(), "the local copy has no tests");
+}
+
+#[test]
+fn unknown_profile_lists_the_available_ones() {
+    let e = errors(
+        &one_source("profile = \"sysmex-xq\"\nport = \"/dev/ttyS0\"\n"),
+        &Profiles::builtin(),
+    );
+    let shown = ConfigErrors(e.clone()).to_string();
+    assert!(
+        shown.contains(
+            "\nsources[0].profile (line 6): unknown profile \"sysmex-xq\" (available: afinion-2, "
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("sysmex-xn, sysmex-xp"), "{shown}");
+    let e = errors(
+        &one_source("profile = \"../etc/passwd\"\n"),
+        &Profiles::builtin(),
+    );
+    let bad = e.iter().find(|e| e.path == "sources[0].profile");
+    assert!(
+        bad.is_some_and(|e| e.message.contains("is not a profile name")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_error_in_a_profile_value_names_the_profile_file_and_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("profiles")).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("profiles/bad.toml");
+    std::fs::write(
+        &file,
+        "[profile]\nname = \"bad\"\n\nprotocol = \"astm\"\ntransport = \"serial\"\nbaud = 96000\nbaudrate = 1\n\n[[tests]]\ncode = \"X\"\nloinc = \"789-9\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = Profiles::next_to(&dir.path().join("c.toml"));
+    let text = one_source("profile = \"bad\"\nport = \"/dev/ttyS0\"\nparity = \"odd\"\n");
+    // Structural errors first (the unknown key), with the [[tests]] error found while merging.
+    let shown = ConfigErrors(errors(&text, &p)).to_string();
+    let label = file.display().to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "sources[0].baudrate (line 6): unknown key (did you mean \"baud\"?) (from profile \"bad\", {label} line 7)\n\
+             sources[0].tests[0].loinc (line 6): \"789-9\" is not a LOINC code (digits, \"-\", check digit; the check digit must match) (from profile \"bad\", {label} line 11)"
+        )
+    );
+    // With the key fixed, the value error names the profile's line; the source's own keys keep theirs.
+    std::fs::write(
+        &file,
+        "[profile]\nname = \"bad\"\n\nprotocol = \"astm\"\ntransport = \"serial\"\nbaud = 96000\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = one_source("profile = \"bad\"\nport = \"/dev/ttyS0\"\nstop_bits = 3\n");
+    let shown = ConfigErrors(errors(&text, &p)).to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "sources[0].baud (line 6): 96000 is not a supported baud rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200) (from profile \"bad\", {label} line 6)\n\
+             sources[0].stop_bits (line 8): 3 is not supported (1 or 2)"
+        )
+    );
+}
+
+#[test]
+fn profile_only_tables_are_refused_in_a_source_and_checked_in_a_profile() {
+    let e = errors(
+        &one_source(
+            "protocol = \"astm\"\ntransport = \"serial\"\nport = \"/dev/ttyS0\"\n[[sources.tests]]\ncode = \"X\"\n",
+        ),
+        &Profiles::builtin(),
+    );
+    assert_eq!(e[0].path, "sources[0].tests");
+    let p = ProfileText {
+        name: "x".into(),
+        label: "x.toml".into(),
+        text: "[profile]\nvendor = 3\ncolour = \"red\"\nprotocol = \"astm\"\n[[tests]]\nname = \"n\"\n[[tests]]\ncode = \"A\"\nunits = \"%\"\n[[tests]]\ncode = \"A\"\n".into(),
+    };
+    let Err(e) = read_standalone(&p) else {
+        panic!("accepted")
+    };
+    let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "profile.name (line 1): required (the analyzer's name, e.g. name = \"Sysmex XN-series\")",
+            "profile.vendor (line 2): expected text in quotes",
+            "colour (line 3): unknown key (not a [profile] key nor a setting of a source)",
+            "tests[0].code (line 5): required (the test code as the analyzer sends it)",
+            "tests[1].units (line 9): unknown key in [[tests]] (expected one of: code, name, unit, loinc)",
+            "tests[2].code (line 11): \"A\" is listed twice",
+        ]
+    );
+}
+
+#[test]
+fn a_profile_cannot_set_the_source_id() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("profiles")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("profiles/p.toml"),
+        "[profile]\nname = \"p\"\nid = \"x\"\nprotocol = \"astm\"\ntransport = \"tcp-server\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let e = errors(
+        &one_source("profile = \"p\"\nlisten = \"127.0.0.1:0\"\n"),
+        &Profiles::next_to(&dir.path().join("c.toml")),
+    );
+    assert_eq!(e.len(), 1, "{}", ConfigErrors(e.clone()));
+    assert_eq!(e[0].path, "sources[0].id");
+    assert!(e[0].message.contains("(from profile \"p\""), "{}", e[0]);
+}
+
+#[test]
+fn enrichment_fills_only_what_the_message_leaves_out() {
+    let fixture = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/astm")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let decode = |bytes: &[u8]| -> Vec<Observation> {
+        crate::protocol::astm::decode::decode_capture(bytes, Encoding::Latin1)
+            .into_iter()
+            .flat_map(|d| d.observations)
+            .collect()
+    };
+    let table = |name: &str| {
+        read_standalone(
+            &Profiles::builtin()
+                .get(name)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{}", ConfigErrors(e)))
+        .tests
+    };
+
+    // Sysmex XN-550 (S8): the message has units but no names and no LOINC.
+    let plain = decode(&fixture("s08-sysmex-xn550.astm"));
+    let mut rich = plain.clone();
+    table("sysmex-xn").enrich(&mut rich);
+    let wbc = |obs: &[Observation]| {
+        obs.iter()
+            .find(|o| o.test_code == "WBC")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(wbc(&plain).test_name, None);
+    assert_eq!(wbc(&plain).extra.get("loinc"), None);
+    assert_eq!(
+        wbc(&rich).test_name.as_deref(),
+        Some("White blood cell count")
+    );
+    assert_eq!(
+        wbc(&rich).extra.get("loinc").map(String::as_str),
+        Some("6690-2")
+    );
+    assert_eq!(wbc(&rich).value, wbc(&plain).value);
+    assert_eq!(wbc(&rich).unit.as_deref(), Some("10*3/uL"));
+    // A flag result the table does not know stays as it was.
+    let eos = |obs: &[Observation]| obs.iter().find(|o| o.test_code == "Eosinophilia").cloned();
+    assert_eq!(eos(&rich), eos(&plain));
+
+    // Pentra XLR (S10): its own LOINC (even a wrong one) and unit code are kept.
+    let mut pentra = decode(&fixture("s10-horiba-pentra-xlr.astm"));
+    table("pentra-xlr").enrich(&mut pentra);
+    let rbc = pentra
+        .iter()
+        .find(|o| o.test_code == "RBC")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rbc.test_name.as_deref(), Some("Red blood cell count"));
+    assert_eq!(rbc.extra.get("loinc").map(String::as_str), Some("789-9"));
+    assert_eq!(rbc.unit.as_deref(), Some("1"));
+
+    // GeneXpert HIV VL (S3): the device's name stays; the LOINC is added.
+    let mut vl = decode(&fixture("s03-genexpert-hiv-vl-quantified.astm"));
+    table("genexpert-astm").enrich(&mut vl);
+    let main = vl
+        .iter()
+        .find(|o| o.test_code == "HIVVL")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(main.test_name.as_deref(), Some("Xpert HIV-1 Viral Load XC"));
+    assert_eq!(main.extra.get("loinc").map(String::as_str), Some("20447-9"));
+    let iqs = vl
+        .iter()
+        .find(|o| o.test_code == "HIVVL/IQS-H")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        iqs.test_name.as_deref(),
+        Some("Internal quantitation standard, high")
+    );
+}
+
+#[test]
+fn the_example_config_uses_a_profile() {
+    let config = parse(crate::config::example()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.sources.iter().any(|s| !s.tests.is_empty()),
+        "config/pocketgate.toml shows a source with a profile"
+    );
+}

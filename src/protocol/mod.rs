@@ -4,4 +4,5 @@
 pub mod astm;
 pub mod fhir;
 pub mod hl7;
+pub mod modbus;
 pub mod poct1;

@@ -56,6 +56,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             limits: config.limits.clone(),
             store: store.clone(),
         };
+        if let Protocol::Modbus(m) = &source.protocol {
+            tasks.spawn(ingest::modbus::run(
+                source.transport.clone(),
+                m.clone(),
+                ctx,
+            ));
+            continue;
+        }
         match &source.transport {
             Transport::TcpServer { listen } => match TcpListener::bind(listen).await {
                 Ok(listener) => {

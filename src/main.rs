@@ -36,9 +36,9 @@ enum Command {
         config: PathBuf,
     },
     /// Print the observations of a capture file as JSON lines (ASTM frames or bare records, HL7
-    /// MLLP or bare, POCT1-A2 XML, FHIR/JSON/CSV/XML bodies).
+    /// MLLP or bare, POCT1-A2 XML, Modbus documents one per line, FHIR/JSON/CSV/XML bodies).
     Decode {
-        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"], default_value = "astm")]
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "modbus", "fhir", "json", "csv", "xml"], default_value = "astm")]
         protocol: String,
         #[arg(long, value_enum, default_value = "latin1")]
         encoding: EncodingArg,
@@ -202,6 +202,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
                 "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
                 "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
+                "modbus" => pocketgate::protocol::modbus::decode_capture(&bytes),
                 "fhir" | "json" | "csv" | "xml" => {
                     let kind = match protocol.as_str() {
                         "fhir" => fhir::BodyKind::Fhir,

@@ -1,6 +1,7 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod modbus;
 pub mod raw;
 
 use crate::record::SourceId;
@@ -127,6 +128,8 @@ pub enum Protocol {
     Poct1(StreamSettings),
     /// Results POSTed over HTTP (JSON, FHIR, CSV, XML).
     Http(HttpSettings),
+    /// Modbus RTU/TCP polling (protocols.md §1.6).
+    Modbus(modbus::ModbusSettings),
 }
 
 impl Protocol {
@@ -137,6 +140,7 @@ impl Protocol {
             Protocol::Hl7(_) => "hl7",
             Protocol::Poct1(_) => "poct1",
             Protocol::Http(_) => "http",
+            Protocol::Modbus(_) => "modbus",
         }
     }
 }
@@ -814,6 +818,29 @@ impl Check<'_> {
                 }
             }
         }
+        let modbus = match protocol {
+            Some(raw::RawProtocol::Modbus) => self
+                .modbus(
+                    i,
+                    s.modbus.as_ref(),
+                    s.transport
+                        .as_ref()
+                        .is_some_and(|t| t.value == Ok(RawTransport::Serial)),
+                    table_line,
+                )
+                .unwrap_or_default(),
+            _ => {
+                if s.modbus.is_some() {
+                    let path = p("modbus");
+                    self.error(
+                        &path,
+                        self.line_at_path(&path),
+                        "only used with protocol = \"modbus\"",
+                    );
+                }
+                modbus::ModbusSettings::default()
+            }
+        };
         let protocol = protocol.map(|proto| match proto {
             raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
                 encoding,
@@ -843,6 +870,7 @@ impl Check<'_> {
                 },
                 max_body_bytes: max_body,
             }),
+            raw::RawProtocol::Modbus => Protocol::Modbus(modbus),
         });
 
         let transport_key = p("transport");
@@ -893,6 +921,13 @@ impl Check<'_> {
             }
         }
 
+        if matches!(protocol, Some(Protocol::Modbus(_))) && transport == RawTransport::TcpServer {
+            self.error(
+                &transport_key,
+                self.line_at_path(&transport_key),
+                "protocol \"modbus\" polls the device: transport = \"tcp-client\" or \"serial\"",
+            );
+        }
         if matches!(protocol, Some(Protocol::Http(_))) && transport != RawTransport::TcpServer {
             self.error(
                 &transport_key,

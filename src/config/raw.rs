@@ -165,6 +165,8 @@ pub struct RawSource {
     /// serial: wait before trying again to open a missing or unplugged port (it doubles up to 8×).
     /// Default `"2s"`, `"100ms"` ..= `"5m"`.
     pub reopen_after: Option<Val<RawDuration>>,
+    /// modbus (required): `[sources.modbus]`, what to poll (see docs/config.md).
+    pub modbus: Option<super::modbus::RawModbus>,
 }
 
 /// `protocol = …` (a closed set).
@@ -175,6 +177,7 @@ pub enum RawProtocol {
     Hl7,
     Poct1,
     Http,
+    Modbus,
 }
 
 /// `encoding = …`
@@ -689,6 +692,7 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                             keys_of::<RawSource>(),
                             errors,
                         );
+                        super::modbus::check_shape(text, i, item, errors);
                     }
                 }
                 _ => errors.push(ConfigError {
@@ -714,7 +718,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn unknown_key(key: &str, known: &[&str]) -> String {
+pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
     let closest = known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

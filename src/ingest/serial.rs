@@ -31,6 +31,14 @@ pub async fn run(settings: SerialSettings, ctx: SourceCtx) {
 }
 
 fn open(s: &SerialSettings) -> serialport::Result<Box<dyn serialport::SerialPort>> {
+    builder(s)
+        // Short read timeout so the reader thread notices a closed conversation promptly.
+        .timeout(Duration::from_millis(100))
+        .open()
+}
+
+/// The port settings of a source (also used by the Modbus RTU transport).
+pub(super) fn builder(s: &SerialSettings) -> serialport::SerialPortBuilder {
     serialport::new(&s.port, s.baud)
         .data_bits(match s.data_bits {
             DataBits::Seven => serialport::DataBits::Seven,
@@ -50,9 +58,6 @@ fn open(s: &SerialSettings) -> serialport::Result<Box<dyn serialport::SerialPort
             FlowControl::Software => serialport::FlowControl::Software,
             FlowControl::Hardware => serialport::FlowControl::Hardware,
         })
-        // Short read timeout so the reader thread notices a closed conversation promptly.
-        .timeout(Duration::from_millis(100))
-        .open()
 }
 
 /// Bridge the blocking port to an async duplex stream and run the conversation on it.

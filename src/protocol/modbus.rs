@@ -244,6 +244,12 @@ impl Fault {
         }
     }
 
+    /// Whether two faults are the same news: the same kind (and exception code). A link error
+    /// that changes its wording (reset, then refused) is not a new fault.
+    pub fn same_kind(&self, other: &Fault) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.code() == other.code()
+    }
+
     fn code(&self) -> Option<u8> {
         match self {
             Self::Exception { code, .. } => Some(*code),
@@ -507,7 +513,7 @@ impl Poller {
             reported: false,
         });
         f.failures = f.failures.saturating_add(1);
-        let changed = f.reported && f.last != fault;
+        let changed = f.reported && !f.last.same_kind(&fault);
         f.last = fault.clone();
         // Report once when the run crosses `fault_after`, and again if the cause changes
         // (a timeout that becomes an exception is news; the same timeout every poll is not).
@@ -525,8 +531,7 @@ impl Poller {
         out
     }
 
-    /// Time passed without a poll result (the ingest loop calls this so a summary is not held
-    /// back by a device that stopped answering).
+    /// Time passed without a poll result: the summary of a window that is over.
     pub fn tick(&mut self, now: OffsetDateTime) -> Vec<Document> {
         self.close_window(now)
     }

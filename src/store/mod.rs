@@ -86,6 +86,7 @@ pub enum ProtocolKind {
     Hl7,
     Poct1,
     Http,
+    Modbus,
 }
 
 impl ProtocolKind {
@@ -95,6 +96,7 @@ impl ProtocolKind {
             Self::Hl7 => "hl7",
             Self::Poct1 => "poct1",
             Self::Http => "http",
+            Self::Modbus => "modbus",
         }
     }
 }

@@ -166,10 +166,10 @@ impl RegisterSpec {
     }
 
     /// Raw words (bits as 0/1) → the engineering value.
-    pub fn value(&self, words: &[u16]) -> Result<f64, WordsError> {
+    pub fn value(&self, words: &[u16]) -> Result<f64, ValueError> {
         let need = usize::from(self.count());
         if words.len() != need {
-            return Err(WordsError {
+            return Err(ValueError::Words {
                 register: self.name.clone(),
                 expected: need,
                 got: words.len(),
@@ -193,7 +193,15 @@ impl RegisterSpec {
                 ValueType::F32 => f64::from(f32::from_bits(joined())),
             }
         };
-        Ok(round(raw * self.scale + self.offset, self.decimals()))
+        let value = round(raw * self.scale + self.offset, self.decimals());
+        if !value.is_finite() {
+            // An f32 sensor reporting NaN/infinity (a broken probe), or a scale that overflows.
+            return Err(ValueError::NotFinite {
+                register: self.name.clone(),
+                raw: words.to_vec(),
+            });
+        }
+        Ok(value)
     }
 
     fn code(&self) -> String {
@@ -203,17 +211,25 @@ impl RegisterSpec {
 
 fn round(v: f64, decimals: u32) -> f64 {
     let f = 10f64.powi(decimals as i32);
+    if !(v * f).is_finite() {
+        return v;
+    }
     let r = (v * f).round() / f;
     if r == 0.0 { 0.0 } else { r } // no "-0"
 }
 
-/// A device answered with the wrong number of words.
+/// Register words that make no value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("register {register}: expected {expected} word(s), got {got}")]
-pub struct WordsError {
-    pub register: String,
-    pub expected: usize,
-    pub got: usize,
+pub enum ValueError {
+    /// The device answered with the wrong number of words.
+    #[error("register {register}: expected {expected} word(s), got {got}")]
+    Words {
+        register: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("register {register}: words {raw:04X?} are not a number")]
+    NotFinite { register: String, raw: Vec<u16> },
 }
 
 /// Why a poll got no values.
@@ -469,7 +485,7 @@ impl Poller {
     /// A poll answered: `words[i]` are the words of register `i`.
     pub fn answered(&mut self, now: OffsetDateTime, words: &[Words]) -> Vec<Document> {
         let mut out = Vec::new();
-        let values: Result<Vec<f64>, WordsError> = self
+        let values: Result<Vec<f64>, ValueError> = self
             .registers
             .iter()
             .zip(
@@ -565,7 +581,14 @@ impl Poller {
             .filter(|(_, s)| s.samples > 0)
             .map(|(spec, s)| {
                 let info = RegisterInfo::of(spec);
-                let mean = round(s.sum / s.samples as f64, info.decimals + 1);
+                let mean = s.sum / s.samples as f64;
+                // Values near f64::MAX can overflow the sum; the midrange is then the honest mean.
+                let mean = if mean.is_finite() {
+                    mean
+                } else {
+                    s.min / 2.0 + s.max / 2.0
+                };
+                let mean = round(mean, info.decimals + 1);
                 RegisterSummary {
                     register: info,
                     samples: s.samples,

@@ -160,3 +160,34 @@ fn example_config_modbus_block_parses_when_uncommented() {
     assert_eq!(m.registers[0].name, "temperature");
     assert!(m.registers[0].thresholds.is_some());
 }
+
+/// The built-in profile's keys, placed in a source (as the profile loader merges them), are a
+/// valid Modbus source.
+#[test]
+fn fridge_logger_profile_is_a_valid_source() {
+    let profile = include_str!("../../../config/profiles/fridge-logger-modbus.toml");
+    let body = profile
+        .split("\n[[tests]]")
+        .next()
+        .unwrap()
+        .split_once("protocol = \"modbus\"")
+        .unwrap()
+        .1
+        .replace("[modbus]", "[sources.modbus]")
+        .replace("[[modbus.registers]]", "[[sources.modbus.registers]]");
+    let text = format!(
+        "[gateway]\ndata_dir = \"/d\"\n[[sources]]\nid = \"f\"\nprotocol = \"modbus\"\n\
+         transport = \"serial\"\nport = \"/dev/ttyUSB0\"\n{body}"
+    );
+    let c = ok(&text);
+    let m = settings(&c);
+    assert_eq!(m.poll_interval, secs(30));
+    let names: Vec<_> = m.registers.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["temperature", "humidity", "logger-alarm"]);
+    let t = &m.registers[0];
+    assert_eq!(
+        (t.value_type, t.scale, t.code.as_deref()),
+        (ValueType::I16, 0.1, Some("fridge-temperature"))
+    );
+    assert_eq!(t.value(&[0xFFF1]), Ok(-1.5));
+}

@@ -95,11 +95,17 @@ fn words_become_scaled_signed_and_ordered_values() {
     assert_eq!(offset.value(&[100]), Ok(10.0));
     assert_eq!(
         big.value(&[1]),
-        Err(WordsError {
+        Err(ValueError::Words {
             register: "b".into(),
             expected: 2,
             got: 1
         })
+    );
+    let nan = f32::NAN.to_bits();
+    assert_eq!(
+        f.value(&[(nan >> 16) as u16, nan as u16])
+            .map_err(|e| e.to_string()),
+        Err("register f: words [7FC0, 0000] are not a number".into())
     );
     let coil = RegisterSpec {
         kind: RegisterKind::Coil,

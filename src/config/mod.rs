@@ -822,7 +822,7 @@ impl Check<'_> {
             Some(raw::RawProtocol::Modbus) => self
                 .modbus(
                     i,
-                    s.modbus.as_ref(),
+                    s,
                     s.transport
                         .as_ref()
                         .is_some_and(|t| t.value == Ok(RawTransport::Serial)),

@@ -134,12 +134,25 @@ impl Check<'_> {
     pub(super) fn modbus(
         &mut self,
         i: usize,
-        m: Option<&RawModbus>,
+        source: &raw::RawSource,
         serial: bool,
         table_line: Option<usize>,
     ) -> Option<ModbusSettings> {
+        for (key, set) in [
+            ("encoding", source.encoding.is_some()),
+            ("receive_timeout", source.receive_timeout.is_some()),
+        ] {
+            if set {
+                let path = format!("sources[{i}].{key}");
+                self.error(
+                    &path,
+                    self.line_at_path(&path),
+                    "not used by protocol \"modbus\" (it polls; see [sources.modbus])",
+                );
+            }
+        }
         let base = format!("sources[{i}].modbus");
-        let Some(m) = m else {
+        let Some(m) = source.modbus.as_ref() else {
             self.error(
                 &base,
                 table_line,

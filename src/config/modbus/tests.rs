@@ -121,6 +121,13 @@ fn modbus_needs_its_table_a_polling_transport_and_registers() {
         e,
         "sources[0].modbus (line 9): only used with protocol = \"modbus\""
     );
+    let e = shown(&tcp(
+        "receive_timeout = \"30s\"\n[sources.modbus]\n[[sources.modbus.registers]]\nname = \"t\"\naddress = 0\n",
+    ));
+    assert_eq!(
+        e,
+        "sources[0].receive_timeout (line 9): not used by protocol \"modbus\" (it polls; see [sources.modbus])"
+    );
     let e = shown(&tcp("modbus = 5\n"));
     assert!(
         e.starts_with("sources[0].modbus (line 9): expected a table"),

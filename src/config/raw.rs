@@ -125,7 +125,8 @@ pub struct RawSource {
     pub enabled: Option<Val<bool>>,
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
     /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP) or `"http"` (JSON, FHIR, CSV
-    /// and XML results POSTed to the gateway; transport `"tcp-server"`).
+    /// and XML results POSTed to the gateway; transport `"tcp-server"`) or `"modbus"` (the gateway
+    /// polls a Modbus TCP/RTU device; with `[sources.modbus]`).
     pub protocol: Option<Val<RawProtocol>>,
     /// http: file holding the bearer token senders must present. Default: no token required.
     pub token_file: Option<Val<PathBuf>>,

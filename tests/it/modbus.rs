@@ -104,6 +104,15 @@ fn modbus_table(extra_register: &str) -> String {
     )
 }
 
+fn rtu_source(port: &Path) -> String {
+    format!(
+        "[[sources]]\nid = \"fridge-rtu\"\nprotocol = \"modbus\"\ntransport = \"serial\"\n\
+         port = \"{}\"\nbaud = 9600\nreopen_after = \"200ms\"\n{}",
+        port.display(),
+        modbus_table("")
+    )
+}
+
 fn tcp_source(id: &str, addr: SocketAddr, extra_register: &str) -> String {
     format!(
         "[[sources]]\nid = \"{id}\"\nprotocol = \"modbus\"\ntransport = \"tcp-client\"\n\
@@ -244,12 +253,7 @@ fn tcp_logger_summaries_then_alarm_at_9_5_and_clear_on_return() {
 fn rtu_logger_on_a_pty_is_polled_and_a_cold_fridge_alarms() {
     let pty = PtyPair::new();
     let mut logger = Logger::rtu(&pty.b);
-    let source = format!(
-        "[[sources]]\nid = \"fridge-rtu\"\nprotocol = \"modbus\"\ntransport = \"serial\"\n\
-         port = \"{}\"\nbaud = 9600\nreopen_after = \"200ms\"\n{}",
-        pty.a.display(),
-        modbus_table("")
-    );
+    let source = rtu_source(&pty.a);
     let gw = Gateway::start(&source);
     let temp = wait_for(&gw, "temperature summary over RTU", |o| {
         is(o, "summary", "temperature")
@@ -328,4 +332,30 @@ fn missing_register_is_a_fault_naming_the_exception_and_register() {
         "{all:#?}"
     );
     assert!(!all.iter().any(|o| event(o) == "summary"), "{all:#?}");
+}
+
+#[test]
+fn rtu_logger_silent_gives_a_timeout_fault_and_answers_again_after_restart() {
+    let pty = PtyPair::new();
+    let logger = Logger::rtu(&pty.b);
+    let source = rtu_source(&pty.a);
+    let gw = Gateway::start(&source);
+    wait_for(&gw, "first summary over RTU", |o| {
+        is(o, "summary", "temperature")
+    });
+    // The logger goes quiet; the RS-485 line (the pty) is still there, so requests time out.
+    drop(logger);
+    let fault = wait_for(&gw, "timeout fault", |o| is(o, "fault", "device-fault"));
+    assert_eq!(
+        fault["value"], "no answer (timeout) reading holding register 40001",
+        "{fault}"
+    );
+    let mut logger = Logger::rtu(&pty.b);
+    logger.set(0, 61);
+    wait_for(&gw, "recovered over RTU", |o| {
+        is(o, "recovered", "device-fault")
+    });
+    wait_for(&gw, "summary after recovery over RTU", |o| {
+        is(o, "summary", "temperature") && o["extra"]["last"] == "6.1"
+    });
 }

@@ -57,6 +57,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             store: store.clone(),
             tests: source.tests.clone(),
         };
+        if let Protocol::Modbus(m) = &source.protocol {
+            tasks.spawn(ingest::modbus::run(
+                source.transport.clone(),
+                m.clone(),
+                ctx,
+            ));
+            continue;
+        }
         match &source.transport {
             Transport::TcpServer { listen } => match TcpListener::bind(listen).await {
                 Ok(listener) => {

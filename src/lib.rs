@@ -4,8 +4,8 @@
 //! - [`record`]   the nouns: Observation, SourceId, RecordId
 //! - [`config`]   raw TOML (+ device profiles) → validated [`config::Config`]; every error at once with its path
 //! - [`protocol`] PURE decoders: bytes in, messages and replies out (no sockets, clock or DB):
-//!   ASTM E1381/E1394, HL7 v2 + MLLP, POCT1-A2, FHIR/JSON/CSV/XML bodies
-//! - [`ingest`]   transports (TCP server/client, RS-232, HTTP): open, read, reply after commit,
+//!   ASTM E1381/E1394, HL7 v2 + MLLP, POCT1-A2, FHIR/JSON/CSV/XML bodies, Modbus polling
+//! - [`ingest`]   transports (TCP server/client, RS-232, HTTP, Modbus TCP/RTU): open, read, reply after commit,
 //!   reconnect
 //! - [`store`]    the one SQLite writer (WAL, synchronous=FULL, group commit), migrations, queries
 //! - [`capture`]  capture mode: record an unknown analyzer's bytes, rank baud rates, detect the protocol

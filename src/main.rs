@@ -36,10 +36,10 @@ enum Command {
         config: PathBuf,
     },
     /// Print the observations of a capture file as JSON lines (ASTM frames or bare records, HL7
-    /// MLLP or bare, POCT1-A2 XML, FHIR/JSON/CSV/XML bodies).
+    /// MLLP or bare, POCT1-A2 XML, Modbus documents one per line, FHIR/JSON/CSV/XML bodies).
     Decode {
         /// Default: the profile's protocol, else astm.
-        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"])]
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "modbus", "fhir", "json", "csv", "xml"])]
         protocol: Option<String>,
         /// Default: the profile's encoding, else latin1.
         #[arg(long, value_enum)]
@@ -223,7 +223,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             };
             let protocol = protocol
                 .or_else(|| {
-                    setting("protocol").filter(|p| ["astm", "hl7", "poct1"].contains(&p.as_str()))
+                    setting("protocol").filter(|p| ["astm", "hl7", "poct1", "modbus"].contains(&p.as_str()))
                 })
                 .unwrap_or_else(|| "astm".into());
             let enc = match encoding {
@@ -236,6 +236,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let mut messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
                 "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
                 "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
+                "modbus" => pocketgate::protocol::modbus::decode_capture(&bytes),
                 "fhir" | "json" | "csv" | "xml" => {
                     let kind = match protocol.as_str() {
                         "fhir" => fhir::BodyKind::Fhir,

@@ -3,6 +3,7 @@
 
 pub mod mqtt;
 pub mod profile;
+pub mod modbus;
 pub mod raw;
 pub mod usb;
 
@@ -159,6 +160,8 @@ pub enum Protocol {
     Http(HttpSettings),
     /// Messages from an MQTT broker; the payload format is per topic ([`MqttSettings`]).
     Mqtt,
+    /// Modbus RTU/TCP polling (protocols.md §1.6).
+    Modbus(modbus::ModbusSettings),
 }
 
 impl Protocol {
@@ -170,6 +173,7 @@ impl Protocol {
             Protocol::Poct1(_) => "poct1",
             Protocol::Http(_) => "http",
             Protocol::Mqtt => "mqtt",
+            Protocol::Modbus(_) => "modbus",
         }
     }
 }
@@ -879,6 +883,29 @@ impl Check<'_> {
                 }
             }
         }
+        let modbus = match protocol {
+            Some(raw::RawProtocol::Modbus) => self
+                .modbus(
+                    i,
+                    s,
+                    s.transport
+                        .as_ref()
+                        .is_some_and(|t| t.value == Ok(RawTransport::Serial)),
+                    table_line,
+                )
+                .unwrap_or_default(),
+            _ => {
+                if s.modbus.is_some() {
+                    let path = p("modbus");
+                    self.error(
+                        &path,
+                        self.line_at_path(&path),
+                        "only used with protocol = \"modbus\"",
+                    );
+                }
+                modbus::ModbusSettings::default()
+            }
+        };
         let protocol = protocol.map(|proto| match proto {
             raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
                 encoding,
@@ -909,6 +936,7 @@ impl Check<'_> {
                 max_body_bytes: max_body,
             }),
             raw::RawProtocol::Mqtt => Protocol::Mqtt,
+            raw::RawProtocol::Modbus => Protocol::Modbus(modbus),
         });
 
         let transport_key = p("transport");
@@ -968,6 +996,13 @@ impl Check<'_> {
             }
         }
 
+        if matches!(protocol, Some(Protocol::Modbus(_))) && transport == RawTransport::TcpServer {
+            self.error(
+                &transport_key,
+                self.line_at_path(&transport_key),
+                "protocol \"modbus\" polls the device: transport = \"tcp-client\" or \"serial\"",
+            );
+        }
         if matches!(protocol, Some(Protocol::Http(_))) && transport != RawTransport::TcpServer {
             self.error(
                 &transport_key,

@@ -133,8 +133,9 @@ pub struct RawSource {
     pub profile: Option<Val<String>>,
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
     /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP), `"http"` (JSON, FHIR, CSV
-    /// and XML results POSTed to the gateway; transport `"tcp-server"`) or `"mqtt"` (messages
-    /// from an MQTT broker; transport `"mqtt"`, formats per topic).
+    /// and XML results POSTed to the gateway; transport `"tcp-server"`), `"mqtt"` (messages
+    /// from an MQTT broker; transport `"mqtt"`, formats per topic) or `"modbus"` (the gateway
+    /// polls a Modbus TCP/RTU device; with `[sources.modbus]`).
     pub protocol: Option<Val<RawProtocol>>,
     /// http: file holding the bearer token senders must present. Default: no token required.
     pub token_file: Option<Val<PathBuf>>,
@@ -184,6 +185,8 @@ pub struct RawSource {
     pub reopen_after: Option<Val<RawDuration>>,
     /// mqtt (required): `[sources.mqtt]`, the broker and the topics (see `super::mqtt`).
     pub mqtt: Option<super::mqtt::RawMqtt>,
+    /// modbus (required): `[sources.modbus]`, what to poll (see docs/config.md).
+    pub modbus: Option<super::modbus::RawModbus>,
 }
 
 /// `protocol = …` (a closed set).
@@ -195,6 +198,7 @@ pub enum RawProtocol {
     Poct1,
     Http,
     Mqtt,
+    Modbus,
 }
 
 /// `encoding = …`
@@ -546,6 +550,7 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                             let path = format!("sources[{i}].mqtt");
                             super::mqtt::check_shape(text, &path, mqtt, errors);
                         }
+                        super::modbus::check_shape(text, i, item, errors);
                     }
                 }
                 _ => errors.push(ConfigError {

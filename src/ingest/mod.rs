@@ -7,6 +7,7 @@ pub mod conn_limit;
 pub mod hl7;
 pub mod http;
 pub mod mqtt;
+pub mod modbus;
 pub mod poct1;
 pub mod serial;
 pub mod tcp;
@@ -37,7 +38,7 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.encoding,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.encoding,
-            Protocol::Http(_) | Protocol::Mqtt => Encoding::Utf8,
+            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) => Encoding::Utf8,
         }
     }
 
@@ -46,7 +47,7 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.receive_timeout,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
-            Protocol::Http(_) | Protocol::Mqtt => Duration::from_secs(30),
+            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) => Duration::from_secs(30),
         }
     }
 
@@ -84,6 +85,9 @@ where
         )),
         Protocol::Mqtt => Err(std::io::Error::other(
             "protocol mqtt is received from a broker, not over a stream",
+        )),
+        Protocol::Modbus(_) => Err(std::io::Error::other(
+            "protocol modbus polls the device from its own task, not over a stream",
         )),
     }
 }

@@ -50,6 +50,15 @@ pub async fn run(settings: SerialSettings, ctx: SourceCtx) {
 }
 
 fn open(s: &SerialSettings, port: &str) -> serialport::Result<Box<dyn serialport::SerialPort>> {
+    builder(s, port)
+        // Short read timeout so the reader thread notices a closed conversation promptly.
+        .timeout(Duration::from_millis(100))
+        .open()
+}
+
+/// The port settings of a source at the device path `port` (also used by the Modbus RTU
+/// transport).
+pub(super) fn builder(s: &SerialSettings, port: &str) -> serialport::SerialPortBuilder {
     serialport::new(port, s.baud)
         .data_bits(match s.data_bits {
             DataBits::Seven => serialport::DataBits::Seven,
@@ -69,9 +78,6 @@ fn open(s: &SerialSettings, port: &str) -> serialport::Result<Box<dyn serialport
             FlowControl::Software => serialport::FlowControl::Software,
             FlowControl::Hardware => serialport::FlowControl::Hardware,
         })
-        // Short read timeout so the reader thread notices a closed conversation promptly.
-        .timeout(Duration::from_millis(100))
-        .open()
 }
 
 /// Bridge the blocking port to an async duplex stream and run the conversation on it.

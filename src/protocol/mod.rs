@@ -5,5 +5,6 @@ pub mod astm;
 pub mod fhir;
 pub mod hl7;
 pub mod mqtt;
+pub mod modbus;
 pub mod poct1;
 pub mod xml;

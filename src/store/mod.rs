@@ -89,6 +89,7 @@ pub enum ProtocolKind {
     Poct1,
     Http,
     Mqtt,
+    Modbus,
 }
 
 impl ProtocolKind {
@@ -99,6 +100,7 @@ impl ProtocolKind {
             Self::Poct1 => "poct1",
             Self::Http => "http",
             Self::Mqtt => "mqtt",
+            Self::Modbus => "modbus",
         }
     }
 }

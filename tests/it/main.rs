@@ -8,6 +8,7 @@ mod http;
 mod http_limits;
 mod ingest;
 mod mqtt;
+mod modbus;
 mod poct1;
 mod profiles;
 mod support;

@@ -38,10 +38,14 @@ enum Command {
     /// Print the observations of a capture file as JSON lines (ASTM frames or bare records, HL7
     /// MLLP or bare, POCT1-A2 XML, FHIR/JSON/CSV/XML bodies).
     Decode {
-        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml"], default_value = "astm")]
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "fhir", "json", "csv", "xml", "export"], default_value = "astm")]
         protocol: String,
         #[arg(long, value_enum, default_value = "latin1")]
         encoding: EncodingArg,
+        /// A device profile: its [export] table maps an export file (`--protocol export`). A
+        /// path (`config/profiles/pima-csv.toml`) or a name looked up in config/profiles/.
+        #[arg(long)]
+        profile: Option<String>,
         file: PathBuf,
     },
     /// List stored messages, newest first, as JSON lines.
@@ -152,6 +156,24 @@ enum EncodingArg {
     Utf8,
 }
 
+/// The `[export]` mapping of `--profile` (a file path, or a name in config/profiles/).
+fn export_mapping(
+    profile: Option<&str>,
+) -> anyhow::Result<pocketgate::protocol::export::ExportMapping> {
+    let Some(profile) = profile else {
+        anyhow::bail!("--protocol export needs --profile FILE (a profile with an [export] table)");
+    };
+    let path = if profile.contains('/') || profile.ends_with(".toml") {
+        PathBuf::from(profile)
+    } else {
+        PathBuf::from(format!("config/profiles/{profile}.toml"))
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the profile {}", path.display()))?;
+    config::export::mapping_from_profile(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {} error(s)\n{e}", path.display(), e.0.len()))
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -191,6 +213,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         Command::Decode {
             protocol,
             encoding,
+            profile,
             file,
         } => {
             let bytes = read_input(&file)?;
@@ -202,6 +225,11 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let messages: Vec<(Vec<Observation>, Vec<String>)> = match protocol.as_str() {
                 "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
                 "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
+                "export" => {
+                    let mapping = export_mapping(profile.as_deref())?;
+                    let d = pocketgate::protocol::export::decode(&bytes, &mapping);
+                    vec![(d.observations.clone(), d.error_texts())]
+                }
                 "fhir" | "json" | "csv" | "xml" => {
                     let kind = match protocol.as_str() {
                         "fhir" => fhir::BodyKind::Fhir,

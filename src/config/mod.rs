@@ -1,6 +1,7 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod export;
 pub mod raw;
 
 use crate::record::SourceId;
@@ -127,6 +128,8 @@ pub enum Protocol {
     Poct1(StreamSettings),
     /// Results POSTed over HTTP (JSON, FHIR, CSV, XML).
     Http(HttpSettings),
+    /// Export files read from a folder (protocols.md §1.5).
+    File(Box<crate::protocol::export::ExportMapping>),
 }
 
 impl Protocol {
@@ -137,6 +140,7 @@ impl Protocol {
             Protocol::Hl7(_) => "hl7",
             Protocol::Poct1(_) => "poct1",
             Protocol::Http(_) => "http",
+            Protocol::File(_) => "file",
         }
     }
 }
@@ -186,6 +190,8 @@ pub enum Transport {
         backoff_min: Duration,
         backoff_max: Duration,
     },
+    /// Export files in a watched folder (a USB stick, a share).
+    Folder(export::FolderSettings),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -360,7 +366,8 @@ const fn millis(ms: u64) -> Duration {
 }
 
 /// The keys each transport owns; any other transport's key is an error.
-const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
+const TRANSPORT_KEYS: [(RawTransport, &[&str]); 4] = [
+    (RawTransport::Folder, &export::FOLDER_KEYS),
     (RawTransport::TcpServer, &["listen"]),
     (
         RawTransport::TcpClient,
@@ -814,35 +821,42 @@ impl Check<'_> {
                 }
             }
         }
-        let protocol = protocol.map(|proto| match proto {
-            raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
-                encoding,
-                receive_timeout,
-            }),
-            raw::RawProtocol::Hl7 => Protocol::Hl7(StreamSettings {
-                encoding: if s.encoding.is_some() {
-                    encoding
-                } else {
-                    Encoding::Utf8
-                },
-                receive_timeout,
-            }),
-            raw::RawProtocol::Poct1 => Protocol::Poct1(StreamSettings {
-                encoding: if s.encoding.is_some() {
-                    encoding
-                } else {
-                    Encoding::Utf8
-                },
-                receive_timeout,
-            }),
-            raw::RawProtocol::Http => Protocol::Http(HttpSettings {
-                token: match (token_file, token_env) {
-                    (Some(f), _) => Some(SecretRef::File(f)),
-                    (None, Some(v)) => Some(SecretRef::Env(v)),
-                    (None, None) => None,
-                },
-                max_body_bytes: max_body,
-            }),
+        let file = match protocol {
+            Some(raw::RawProtocol::File) => self.file_protocol(i, s, table_line),
+            _ => None,
+        };
+        let protocol = protocol.and_then(|proto| {
+            Some(match proto {
+                raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
+                    encoding,
+                    receive_timeout,
+                }),
+                raw::RawProtocol::Hl7 => Protocol::Hl7(StreamSettings {
+                    encoding: if s.encoding.is_some() {
+                        encoding
+                    } else {
+                        Encoding::Utf8
+                    },
+                    receive_timeout,
+                }),
+                raw::RawProtocol::Poct1 => Protocol::Poct1(StreamSettings {
+                    encoding: if s.encoding.is_some() {
+                        encoding
+                    } else {
+                        Encoding::Utf8
+                    },
+                    receive_timeout,
+                }),
+                raw::RawProtocol::File => return file,
+                raw::RawProtocol::Http => Protocol::Http(HttpSettings {
+                    token: match (token_file, token_env) {
+                        (Some(f), _) => Some(SecretRef::File(f)),
+                        (None, Some(v)) => Some(SecretRef::Env(v)),
+                        (None, None) => None,
+                    },
+                    max_body_bytes: max_body,
+                }),
+            })
         });
 
         let transport_key = p("transport");
@@ -851,7 +865,7 @@ impl Check<'_> {
                 &transport_key,
                 &s.transport,
                 table_line,
-                "\"tcp-server\", \"tcp-client\" or \"serial\"",
+                "\"tcp-server\", \"tcp-client\", \"serial\" or \"folder\"",
             )
             .map(|(&t, _)| t);
         let Some(transport) = transport else {
@@ -893,6 +907,20 @@ impl Check<'_> {
             }
         }
 
+        if transport != RawTransport::Folder {
+            self.folder_keys_elsewhere(i, s, transport.name());
+        }
+        let is_file = matches!(
+            s.protocol.as_ref().map(|v| &v.value),
+            Some(Ok(raw::RawProtocol::File))
+        );
+        if is_file != (transport == RawTransport::Folder) {
+            self.error(
+                &transport_key,
+                self.line_at_path(&transport_key),
+                "protocol \"file\" and transport \"folder\" go together",
+            );
+        }
         if matches!(protocol, Some(Protocol::Http(_))) && transport != RawTransport::TcpServer {
             self.error(
                 &transport_key,
@@ -956,6 +984,7 @@ impl Check<'_> {
                 }
             }
             RawTransport::Serial => self.serial(i, s, table_line)?,
+            RawTransport::Folder => self.folder(i, s, table_line)?,
         };
 
         Some(SourceConfig {
@@ -1111,7 +1140,7 @@ impl Check<'_> {
                         );
                     }
                 }
-                Transport::TcpClient { .. } => {}
+                Transport::TcpClient { .. } | Transport::Folder(_) => {}
             }
         }
     }

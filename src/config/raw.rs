@@ -165,6 +165,15 @@ pub struct RawSource {
     /// serial: wait before trying again to open a missing or unplugged port (it doubles up to 8×).
     /// Default `"2s"`, `"100ms"` ..= `"5m"`.
     pub reopen_after: Option<Val<RawDuration>>,
+    /// folder (required): the folder whose export files are read, e.g. a USB stick's mount point
+    /// `"/media/usb0"`; it may come and go.
+    pub path: Option<Val<String>>,
+    /// folder: which file names are read, `*`/`?` wildcards, case-insensitive. Default `"*"`.
+    pub pattern: Option<Val<String>>,
+    /// folder: time between scans. Default `"5s"`, `"200ms"` ..= `"1h"`.
+    pub scan_interval: Option<Val<RawDuration>>,
+    /// file: `[sources.export]`, how the files are read (format, encoding, columns).
+    pub export: Option<super::export::RawExport>,
 }
 
 /// `protocol = …` (a closed set).
@@ -175,6 +184,7 @@ pub enum RawProtocol {
     Hl7,
     Poct1,
     Http,
+    File,
 }
 
 /// `encoding = …`
@@ -192,6 +202,7 @@ pub enum RawTransport {
     TcpServer,
     TcpClient,
     Serial,
+    Folder,
 }
 
 impl RawTransport {
@@ -201,6 +212,7 @@ impl RawTransport {
             RawTransport::TcpServer => "tcp-server",
             RawTransport::TcpClient => "tcp-client",
             RawTransport::Serial => "serial",
+            RawTransport::Folder => "folder",
         }
     }
 }
@@ -689,6 +701,10 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                             keys_of::<RawSource>(),
                             errors,
                         );
+                        if let Some(export) = item.get(&["export"]) {
+                            let keys = keys_of::<super::export::RawExport>();
+                            table(&format!("sources[{i}].export"), export, keys, errors);
+                        }
                     }
                 }
                 _ => errors.push(ConfigError {

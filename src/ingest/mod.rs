@@ -3,6 +3,7 @@
 //! retries, it never stops another.
 
 pub mod astm;
+pub mod folder;
 pub mod hl7;
 pub mod http;
 pub mod poct1;
@@ -31,7 +32,7 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.encoding,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.encoding,
-            Protocol::Http(_) => Encoding::Utf8,
+            Protocol::Http(_) | Protocol::File(_) => Encoding::Utf8,
         }
     }
 
@@ -40,7 +41,7 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.receive_timeout,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
-            Protocol::Http(_) => Duration::from_secs(30),
+            Protocol::Http(_) | Protocol::File(_) => Duration::from_secs(30),
         }
     }
 
@@ -66,6 +67,9 @@ where
         Protocol::Poct1(_) => poct1::converse(io, ctx).await.map(|s| format!("{s:?}")),
         Protocol::Http(_) => Err(std::io::Error::other(
             "protocol http is served by its own listener, not over a stream",
+        )),
+        Protocol::File(_) => Err(std::io::Error::other(
+            "protocol file reads a folder, not a stream",
         )),
     }
 }

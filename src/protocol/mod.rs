@@ -2,6 +2,7 @@
 //! no database — so every decoder is unit-tested and fuzzed with plain byte slices.
 
 pub mod astm;
+pub mod export;
 pub mod fhir;
 pub mod hl7;
 pub mod poct1;

@@ -14,12 +14,14 @@ use std::str::FromStr;
 use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod files;
 pub mod outbox;
 
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
+    include_str!("migrations/0003_file_progress.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.
@@ -86,6 +88,7 @@ pub enum ProtocolKind {
     Hl7,
     Poct1,
     Http,
+    File,
 }
 
 impl ProtocolKind {
@@ -95,6 +98,7 @@ impl ProtocolKind {
             Self::Hl7 => "hl7",
             Self::Poct1 => "poct1",
             Self::Http => "http",
+            Self::File => "file",
         }
     }
 }

@@ -251,10 +251,16 @@ fn plan(
     let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    // A file read only up to a row that is still unterminated is remembered with an impossible
+    // size, so the next scans look at it again and take the last line once it has settled.
     let progress = |consumed: usize, bytes: &[u8]| FileProgress {
         consumed: consumed as u64,
         prefix_hash: Sha256::digest(&bytes[..consumed]).into(),
-        size: seen.size,
+        size: if consumed == bytes.len() {
+            seen.size
+        } else {
+            u64::MAX
+        },
         mtime_ns: seen.mtime_ns,
     };
     if bytes.len() > max {
@@ -277,7 +283,12 @@ fn plan(
                     }],
                 },
             }),
-            progress: progress(0, &[]),
+            progress: FileProgress {
+                consumed: 0,
+                prefix_hash: Sha256::digest([]).into(),
+                size: seen.size,
+                mtime_ns: seen.mtime_ns,
+            },
             replaced: false,
         }));
     }
@@ -372,6 +383,104 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::export::{Column, ExportFormat, Field};
+
+    fn mapping() -> ExportMapping {
+        ExportMapping {
+            fields: vec![
+                (Field::TestCode, Column::parse("Test").unwrap()),
+                (Field::Value, Column::parse("Result").unwrap()),
+            ],
+            ..ExportMapping::new(ExportFormat::Csv)
+        }
+    }
+
+    /// `plan` on `bytes` written to a temp file, as a scan that saw it settled would call it.
+    fn run_plan(bytes: &[u8], done: Option<&FileProgress>, take_tail: bool) -> Option<Plan> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daily.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let seen = Seen {
+            size: bytes.len() as u64,
+            mtime_ns: 7,
+            unchanged_scans: 1,
+        };
+        let before = std::fs::read(&path).unwrap();
+        let plan = plan(&path, seen, 1 << 20, done, &mapping(), take_tail).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is never written"
+        );
+        plan
+    }
+
+    fn values(p: &Plan) -> Vec<String> {
+        let chunk = p.chunk.as_ref().unwrap();
+        assert!(
+            chunk.decoded.errors.is_empty(),
+            "{:?}",
+            chunk.decoded.errors
+        );
+        chunk
+            .decoded
+            .observations
+            .iter()
+            .map(|o| format!("{}={}", o.test_code, o.value.as_deref().unwrap_or("")))
+            .collect()
+    }
+
+    #[test]
+    fn a_growing_file_is_read_row_by_row_exactly_once() {
+        // First scan: two complete rows and a partial third.
+        let v1 = b"Test,Result\r\nGLU,5.1\r\nLAC,1.2\r\nNH3,1";
+        let p1 = run_plan(v1, None, false).unwrap();
+        assert_eq!(values(&p1), ["GLU=5.1", "LAC=1.2"]);
+        assert_eq!(p1.progress.consumed, 31);
+        assert_eq!(
+            p1.progress.size,
+            u64::MAX,
+            "looked at again for the partial row"
+        );
+        // The partial row was completed and one more appended: only those two are read, stored
+        // with the header in front; the wire bytes are exactly the new ones.
+        let v2 = b"Test,Result\r\nGLU,5.1\r\nLAC,1.2\r\nNH3,142\r\nGLU,6.0\r\n";
+        let p2 = run_plan(v2, Some(&p1.progress), false).unwrap();
+        assert_eq!(values(&p2), ["NH3=142", "GLU=6.0"]);
+        let chunk = p2.chunk.as_ref().unwrap();
+        assert_eq!(chunk.wire, b"NH3,142\r\nGLU,6.0\r\n");
+        assert_eq!(chunk.text, b"Test,Result\r\nNH3,142\r\nGLU,6.0\r\n");
+        assert_eq!(p2.progress.consumed, v2.len() as u64);
+        assert_eq!(p2.progress.size, v2.len() as u64);
+        assert!(!p2.replaced);
+        // Seen again (a touch, a re-plug): nothing to store.
+        let p3 = run_plan(v2, Some(&p2.progress), false).unwrap();
+        assert!(p3.chunk.is_none());
+    }
+
+    #[test]
+    fn an_unterminated_last_row_waits_until_the_file_settles() {
+        let v = b"Test,Result\nGLU,5.1";
+        assert!(
+            run_plan(v, None, false).is_none(),
+            "only the header is complete"
+        );
+        let p = run_plan(v, None, true).unwrap();
+        assert_eq!(values(&p), ["GLU=5.1"]);
+    }
+
+    #[test]
+    fn a_replaced_file_is_read_from_the_start() {
+        let p1 = run_plan(b"Test,Result\nGLU,5.1\n", None, false).unwrap();
+        let p2 = run_plan(
+            b"Test,Result\nLAC,0.9\nGLU,5.2\n",
+            Some(&p1.progress),
+            false,
+        )
+        .unwrap();
+        assert!(p2.replaced);
+        assert_eq!(values(&p2), ["LAC=0.9", "GLU=5.2"]);
+    }
 
     #[test]
     fn glob_matches_like_a_shell_but_ignores_case() {

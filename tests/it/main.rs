@@ -2,6 +2,7 @@
 
 mod capture;
 mod cli;
+mod folder;
 mod hl7;
 mod http;
 mod ingest;

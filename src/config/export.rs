@@ -636,6 +636,25 @@ mod tests {
     const HEAD: &str = "[gateway]\ndata_dir = \"/tmp/pg\"\n";
 
     #[test]
+    fn example_config_has_a_usb_stick_source() {
+        let c = parse(crate::config::example()).unwrap_or_else(|e| panic!("{e}"));
+        let pima = c.sources.iter().find(|s| s.id.0 == "pima-usb").unwrap();
+        let (Protocol::File(m), Transport::Folder(f)) = (&pima.protocol, &pima.transport) else {
+            panic!("{pima:?}");
+        };
+        assert_eq!(f.path, PathBuf::from("/media/usb0"));
+        assert_eq!(f.pattern, "PIMA-*.csv");
+        // The example reads the Pima fixture like the shipped profile does.
+        let d = decode(
+            &fixture("PIMA-D-001234_2012-05-25_15-22-10_AssayID_2_(PIMA_CD4).csv"),
+            m,
+        );
+        assert!(d.errors.is_empty(), "{:?}", d.error_texts());
+        assert_eq!(d.observations[0].value.as_deref(), Some("412"));
+        assert_eq!(d.observations[0].device.serial.as_deref(), Some("PIMA-D-001234"));
+    }
+
+    #[test]
     fn folder_source_parses_with_defaults() {
         let c = parse(&format!(
             "{HEAD}[[sources]]\nid = \"pima\"\nprotocol = \"file\"\ntransport = \"folder\"\npath = \"/media/usb0\"\n\

@@ -1192,7 +1192,7 @@ mod tests {
         assert_eq!(config.gateway.name, "clinic-a");
         assert_eq!(config.gateway.data_dir, PathBuf::from("./data"));
         assert_eq!(config.store.path, PathBuf::from("./data/pocketgate.db"));
-        assert_eq!(config.sources.len(), 4);
+        assert_eq!(config.sources.len(), 5);
         let sysmex = &config.sources[1];
         assert_eq!(sysmex.id, SourceId("sysmex-xn".into()));
         assert_eq!(

@@ -651,7 +651,10 @@ mod tests {
         );
         assert!(d.errors.is_empty(), "{:?}", d.error_texts());
         assert_eq!(d.observations[0].value.as_deref(), Some("412"));
-        assert_eq!(d.observations[0].device.serial.as_deref(), Some("PIMA-D-001234"));
+        assert_eq!(
+            d.observations[0].device.serial.as_deref(),
+            Some("PIMA-D-001234")
+        );
     }
 
     #[test]

@@ -412,6 +412,16 @@ pub fn decode(bytes: &[u8], mapping: &ExportMapping) -> Decoded {
             out
         }
     };
+    // A record cut short (a half-copied file) can leave a result without its test code; it is
+    // named instead of stored as a result of no test.
+    let before = out.observations.len();
+    out.observations.retain(|o| !o.test_code.trim().is_empty());
+    if out.observations.len() < before {
+        out.error(ExportError::Record(format!(
+            "{} result(s) without a test code (a record cut short?)",
+            before - out.observations.len()
+        )));
+    }
     if out.observations.is_empty() && out.errors.is_empty() {
         out.errors.push(ExportError::Empty);
     }

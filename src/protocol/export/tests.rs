@@ -453,3 +453,35 @@ fn genexpert_utf16le_export_decodes_like_the_utf8_one() {
     assert_eq!(utf16.len(), 5);
     assert_eq!(utf16, utf8);
 }
+
+#[test]
+fn every_truncation_of_every_fixture_decodes_or_names_an_error() {
+    // What a pulled stick or a half-written file looks like: no panic, and never silence.
+    let cases: [(&str, ExportMapping); 7] = [
+        ("pima-utf8-bom.csv", pima()),
+        ("res_20240312102200.csv", cedex()),
+        ("genexpert-export.csv", genexpert()),
+        ("genexpert-export-utf16.csv", genexpert()),
+        ("multiset-15052015.csv", multiset()),
+        ("results.xml", xml_mapping()),
+        (
+            "afinion2-records.astm",
+            ExportMapping::new(ExportFormat::Astm),
+        ),
+    ];
+    for (name, m) in cases {
+        let bytes = fixture(name);
+        for cut in 0..=bytes.len() {
+            let d = decode(&bytes[..cut], &m);
+            assert!(
+                !d.observations.is_empty() || !d.errors.is_empty(),
+                "{name} cut at {cut}: neither results nor an error"
+            );
+            assert!(
+                d.observations.iter().all(|o| !o.test_code.is_empty()),
+                "{name} cut at {cut}: {:?}",
+                d.observations
+            );
+        }
+    }
+}

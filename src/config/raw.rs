@@ -125,7 +125,8 @@ pub struct RawSource {
     pub enabled: Option<Val<bool>>,
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
     /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP) or `"http"` (JSON, FHIR, CSV
-    /// and XML results POSTed to the gateway; transport `"tcp-server"`).
+    /// and XML results POSTed to the gateway; transport `"tcp-server"`) or `"file"` (export files
+    /// in a folder or on a USB stick; transport `"folder"`, table `[sources.export]`).
     pub protocol: Option<Val<RawProtocol>>,
     /// http: file holding the bearer token senders must present. Default: no token required.
     pub token_file: Option<Val<PathBuf>>,
@@ -138,7 +139,8 @@ pub struct RawSource {
     /// ASTM: a half-received message is dropped after this much silence. Default `"30s"`,
     /// `"1s"` ..= `"10m"`.
     pub receive_timeout: Option<Val<RawDuration>>,
-    /// Required. How the analyzer is connected: `"tcp-server"`, `"tcp-client"` or `"serial"`.
+    /// Required. How the analyzer is connected: `"tcp-server"`, `"tcp-client"`, `"serial"` or
+    /// `"folder"`.
     pub transport: Option<Val<RawTransport>>,
     /// tcp-server (required): the address and port the gateway listens on, e.g. `"0.0.0.0:5100"`.
     pub listen: Option<Val<String>>,

@@ -470,6 +470,40 @@ mod tests {
     }
 
     #[test]
+    fn an_xml_file_is_only_read_whole() {
+        let m = ExportMapping {
+            record: Some("R".into()),
+            fields: vec![
+                (Field::TestCode, Column::parse("@t").unwrap()),
+                (Field::Value, Column::parse("@v").unwrap()),
+            ],
+            ..ExportMapping::new(ExportFormat::Xml)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.xml");
+        let read = |bytes: &[u8], done: Option<&FileProgress>| {
+            std::fs::write(&path, bytes).unwrap();
+            let seen = Seen {
+                size: bytes.len() as u64,
+                mtime_ns: 1,
+                unchanged_scans: 1,
+            };
+            plan(&path, seen, 1 << 20, done, &m, false)
+                .unwrap()
+                .unwrap()
+        };
+        let v1 = b"<X><R t='A' v='1'/></X>\n";
+        let p1 = read(v1, None);
+        assert_eq!(p1.chunk.as_ref().unwrap().decoded.observations.len(), 1);
+        // Rewritten with one more result: the whole document again (it has no rows to append).
+        let v2 = b"<X><R t='A' v='1'/><R t='B' v='2'/></X>\n";
+        let p2 = read(v2, Some(&p1.progress));
+        let chunk = p2.chunk.unwrap();
+        assert_eq!(chunk.text, v2);
+        assert_eq!(chunk.decoded.observations.len(), 2);
+    }
+
+    #[test]
     fn a_replaced_file_is_read_from_the_start() {
         let p1 = run_plan(b"Test,Result\nGLU,5.1\n", None, false).unwrap();
         let p2 = run_plan(

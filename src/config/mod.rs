@@ -825,39 +825,42 @@ impl Check<'_> {
             Some(raw::RawProtocol::File) => self.file_protocol(i, s, table_line),
             _ => None,
         };
-        let protocol = protocol.and_then(|proto| {
-            Some(match proto {
-                raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
-                    encoding,
-                    receive_timeout,
-                }),
-                raw::RawProtocol::Hl7 => Protocol::Hl7(StreamSettings {
-                    encoding: if s.encoding.is_some() {
-                        encoding
-                    } else {
-                        Encoding::Utf8
-                    },
-                    receive_timeout,
-                }),
-                raw::RawProtocol::Poct1 => Protocol::Poct1(StreamSettings {
-                    encoding: if s.encoding.is_some() {
-                        encoding
-                    } else {
-                        Encoding::Utf8
-                    },
-                    receive_timeout,
-                }),
-                raw::RawProtocol::File => return file,
-                raw::RawProtocol::Http => Protocol::Http(HttpSettings {
-                    token: match (token_file, token_env) {
-                        (Some(f), _) => Some(SecretRef::File(f)),
-                        (None, Some(v)) => Some(SecretRef::Env(v)),
-                        (None, None) => None,
-                    },
-                    max_body_bytes: max_body,
-                }),
-            })
+        let protocol = protocol.map(|proto| match proto {
+            raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
+                encoding,
+                receive_timeout,
+            }),
+            raw::RawProtocol::Hl7 => Protocol::Hl7(StreamSettings {
+                encoding: if s.encoding.is_some() {
+                    encoding
+                } else {
+                    Encoding::Utf8
+                },
+                receive_timeout,
+            }),
+            raw::RawProtocol::Poct1 => Protocol::Poct1(StreamSettings {
+                encoding: if s.encoding.is_some() {
+                    encoding
+                } else {
+                    Encoding::Utf8
+                },
+                receive_timeout,
+            }),
+            raw::RawProtocol::Http => Protocol::Http(HttpSettings {
+                token: match (token_file, token_env) {
+                    (Some(f), _) => Some(SecretRef::File(f)),
+                    (None, Some(v)) => Some(SecretRef::Env(v)),
+                    (None, None) => None,
+                },
+                max_body_bytes: max_body,
+            }),
+            // Validated with its [sources.export] table above (config/export.rs); `file` below.
+            raw::RawProtocol::File => Protocol::File(Box::default()),
         });
+        let protocol = match protocol {
+            Some(Protocol::File(_)) => file,
+            other => other,
+        };
 
         let transport_key = p("transport");
         let transport = self

@@ -196,6 +196,13 @@ impl ExportMapping {
     }
 }
 
+impl Default for ExportMapping {
+    /// A CSV mapping with nothing mapped (it decodes no results).
+    fn default() -> Self {
+        Self::new(ExportFormat::Csv)
+    }
+}
+
 /// Bounds on one file; a file beyond them is refused with the limit it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportLimits {

@@ -91,14 +91,22 @@ impl Folder {
                 }
             }
         }
-        let entries = match std::fs::read_dir(&self.settings.path) {
-            Ok(entries) => entries,
-            Err(e) => {
+        // Listing runs on a blocking thread: a hung network share must not stall the runtime
+        // that other sources' connections run on.
+        let (dir, pattern) = (self.settings.path.clone(), self.settings.pattern.clone());
+        let listed = tokio::task::spawn_blocking(move || list(&dir, &pattern)).await;
+        let files = match listed {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
                 if !self.missing {
                     warn!(source = %self.ctx.id, path = %self.settings.path.display(), error = %e,
                         "folder not readable (USB stick pulled?); waiting for it");
                     self.missing = true;
                 }
+                return;
+            }
+            Err(e) => {
+                warn!(source = %self.ctx.id, error = %e, "folder listing failed");
                 return;
             }
         };
@@ -107,31 +115,7 @@ impl Folder {
             self.missing = false;
         }
         let mut present = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            // Hidden and temporary files (`.Trashes`, `~$…` of an open spreadsheet) are not exports.
-            if name.starts_with('.') || name.starts_with('~') {
-                continue;
-            }
-            if !glob_match(&self.settings.pattern, &name) {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let mtime_ns = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i64);
-            let now = Seen {
-                size: meta.len(),
-                mtime_ns,
-                unchanged_scans: 0,
-            };
+        for (name, now) in files {
             let seen = match self.seen.get(&name) {
                 Some(before) if before.size == now.size && before.mtime_ns == now.mtime_ns => {
                     Seen {
@@ -218,6 +202,39 @@ impl Folder {
             }
         }
     }
+}
+
+/// The matching regular files of `dir` with their size and mtime.
+fn list(dir: &Path, pattern: &str) -> std::io::Result<Vec<(String, Seen)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        // Hidden and temporary files (`.Trashes`, `~$…` of an open spreadsheet) are not exports.
+        if name.starts_with('.') || name.starts_with('~') || !glob_match(pattern, &name) {
+            continue;
+        }
+        // Follows a symbolic link to its file.
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i64);
+        let seen = Seen {
+            size: meta.len(),
+            mtime_ns,
+            unchanged_scans: 0,
+        };
+        files.push((name, seen));
+    }
+    Ok(files)
 }
 
 /// What to store for a file at this scan.

@@ -98,6 +98,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             } => {
                 tasks.spawn(ingest::tcp::dial(*connect, *backoff_min, *backoff_max, ctx));
             }
+            Transport::Folder(settings) => {
+                tasks.spawn(ingest::folder::run(settings.clone(), ctx));
+            }
             Transport::Serial(settings) => {
                 tasks.spawn(ingest::serial::run(settings.clone(), ctx));
             }

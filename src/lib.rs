@@ -4,9 +4,10 @@
 //! - [`record`]   the nouns: Observation, SourceId, RecordId
 //! - [`config`]   raw TOML (+ device profiles) → validated [`config::Config`]; every error at once with its path
 //! - [`protocol`] PURE decoders: bytes in, messages and replies out (no sockets, clock or DB):
-//!   ASTM E1381/E1394, HL7 v2 + MLLP, POCT1-A2, FHIR/JSON/CSV/XML bodies, Modbus polling
-//! - [`ingest`]   transports (TCP server/client, RS-232, HTTP, Modbus TCP/RTU): open, read, reply after commit,
-//!   reconnect
+//!   ASTM E1381/E1394, HL7 v2 + MLLP, POCT1-A2, FHIR/JSON/CSV/XML bodies, Modbus polling, export
+//!   files (CSV/XML/ASTM/HL7 from USB sticks and shared folders)
+//! - [`ingest`]   transports (TCP server/client, RS-232, HTTP, MQTT, Modbus TCP/RTU, watched
+//!   folders): open, read, reply after commit, reconnect
 //! - [`store`]    the one SQLite writer (WAL, synchronous=FULL, group commit), migrations, queries
 //! - [`capture`]  capture mode: record an unknown analyzer's bytes, rank baud rates, detect the protocol
 //! - [`sim`]      an analyzer simulator that plays capture files over TCP or a serial port/pty

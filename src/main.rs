@@ -39,13 +39,14 @@ enum Command {
     /// MLLP or bare, POCT1-A2 XML, Modbus documents one per line, FHIR/JSON/CSV/XML bodies).
     Decode {
         /// Default: the profile's protocol, else astm.
-        #[arg(long, value_parser = ["astm", "hl7", "poct1", "modbus", "fhir", "json", "csv", "xml"])]
+        #[arg(long, value_parser = ["astm", "hl7", "poct1", "modbus", "fhir", "json", "csv", "xml", "export"])]
         protocol: Option<String>,
         /// Default: the profile's encoding, else latin1.
         #[arg(long, value_enum)]
         encoding: Option<EncodingArg>,
         /// A device profile, by name (`pocketgate profiles`) or path: its test table fills in
-        /// test names, units and LOINC codes, and its protocol and encoding are the defaults.
+        /// test names, units and LOINC codes, its protocol and encoding are the defaults, and its
+        /// [export] table maps an export file (`--protocol export`).
         #[arg(long)]
         profile: Option<String>,
         file: PathBuf,
@@ -163,6 +164,21 @@ enum EncodingArg {
     Utf8,
 }
 
+/// The `[export]` mapping of `--profile` (a file path, or a name in config/profiles/).
+fn export_mapping(
+    profile: Option<&str>,
+) -> anyhow::Result<pocketgate::protocol::export::ExportMapping> {
+    let Some(profile) = profile else {
+        anyhow::bail!(
+            "--protocol export needs --profile NAME|FILE (a profile with an [export] table)"
+        );
+    };
+    let p = profile::read_named_or_path(profile, &profile::Profiles::builtin())
+        .map_err(anyhow::Error::msg)?;
+    config::export::mapping_from_profile(&p.text)
+        .map_err(|e| anyhow::anyhow!("{}: {} error(s)\n{e}", p.label, e.0.len()))
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -206,6 +222,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             file,
         } => {
             let bytes = read_input(&file)?;
+            let profile_name = profile.clone();
             let profile = profile
                 .map(|p| {
                     let text = profile::read_named_or_path(&p, &profile::Profiles::builtin())
@@ -223,7 +240,8 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             };
             let protocol = protocol
                 .or_else(|| {
-                    setting("protocol").filter(|p| ["astm", "hl7", "poct1", "modbus"].contains(&p.as_str()))
+                    setting("protocol")
+                        .filter(|p| ["astm", "hl7", "poct1", "modbus"].contains(&p.as_str()))
                 })
                 .unwrap_or_else(|| "astm".into());
             let enc = match encoding {
@@ -237,6 +255,11 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 "hl7" => pocketgate::protocol::hl7::decode_capture(&bytes, enc),
                 "poct1" => pocketgate::protocol::poct1::decode_capture(&bytes),
                 "modbus" => pocketgate::protocol::modbus::decode_capture(&bytes),
+                "export" => {
+                    let mapping = export_mapping(profile_name.as_deref())?;
+                    let d = pocketgate::protocol::export::decode(&bytes, &mapping);
+                    vec![(d.observations.clone(), d.error_texts())]
+                }
                 "fhir" | "json" | "csv" | "xml" => {
                     let kind = match protocol.as_str() {
                         "fhir" => fhir::BodyKind::Fhir,

@@ -1,9 +1,10 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod export;
+pub mod modbus;
 pub mod mqtt;
 pub mod profile;
-pub mod modbus;
 pub mod raw;
 pub mod usb;
 
@@ -162,6 +163,8 @@ pub enum Protocol {
     Mqtt,
     /// Modbus RTU/TCP polling (protocols.md §1.6).
     Modbus(modbus::ModbusSettings),
+    /// Export files read from a folder (protocols.md §1.5).
+    File(Box<crate::protocol::export::ExportMapping>),
 }
 
 impl Protocol {
@@ -174,6 +177,7 @@ impl Protocol {
             Protocol::Http(_) => "http",
             Protocol::Mqtt => "mqtt",
             Protocol::Modbus(_) => "modbus",
+            Protocol::File(_) => "file",
         }
     }
 }
@@ -225,6 +229,8 @@ pub enum Transport {
     },
     /// The gateway subscribes on an MQTT broker (boxed: the largest variant by far).
     Mqtt(Box<MqttSettings>),
+    /// Export files in a watched folder (a USB stick, a share).
+    Folder(export::FolderSettings),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -416,7 +422,8 @@ const fn millis(ms: u64) -> Duration {
 }
 
 /// The keys each transport owns; any other transport's key is an error.
-const TRANSPORT_KEYS: [(RawTransport, &[&str]); 3] = [
+const TRANSPORT_KEYS: [(RawTransport, &[&str]); 4] = [
+    (RawTransport::Folder, &export::FOLDER_KEYS),
     (RawTransport::TcpServer, &["listen"]),
     (
         RawTransport::TcpClient,
@@ -906,6 +913,10 @@ impl Check<'_> {
                 modbus::ModbusSettings::default()
             }
         };
+        let file = match protocol {
+            Some(raw::RawProtocol::File) => self.file_protocol(i, s, table_line),
+            _ => None,
+        };
         let protocol = protocol.map(|proto| match proto {
             raw::RawProtocol::Astm => Protocol::Astm(AstmSettings {
                 encoding,
@@ -937,7 +948,13 @@ impl Check<'_> {
             }),
             raw::RawProtocol::Mqtt => Protocol::Mqtt,
             raw::RawProtocol::Modbus => Protocol::Modbus(modbus),
+            // Validated with its [sources.export] table above (config/export.rs); `file` below.
+            raw::RawProtocol::File => Protocol::File(Box::default()),
         });
+        let protocol = match protocol {
+            Some(Protocol::File(_)) => file,
+            other => other,
+        };
 
         let transport_key = p("transport");
         let transport = self
@@ -945,7 +962,7 @@ impl Check<'_> {
                 &transport_key,
                 &s.transport,
                 table_line,
-                "\"tcp-server\", \"tcp-client\", \"serial\" or \"mqtt\"",
+                "\"tcp-server\", \"tcp-client\", \"serial\", \"mqtt\" or \"folder\"",
             )
             .map(|(&t, _)| t);
         let Some(transport) = transport else {
@@ -1001,6 +1018,20 @@ impl Check<'_> {
                 &transport_key,
                 self.line_at_path(&transport_key),
                 "protocol \"modbus\" polls the device: transport = \"tcp-client\" or \"serial\"",
+            );
+        }
+        if transport != RawTransport::Folder {
+            self.folder_keys_elsewhere(i, s, transport.name());
+        }
+        let is_file = matches!(
+            s.protocol.as_ref().map(|v| &v.value),
+            Some(Ok(raw::RawProtocol::File))
+        );
+        if is_file != (transport == RawTransport::Folder) {
+            self.error(
+                &transport_key,
+                self.line_at_path(&transport_key),
+                "protocol \"file\" and transport \"folder\" go together",
             );
         }
         if matches!(protocol, Some(Protocol::Http(_))) && transport != RawTransport::TcpServer {
@@ -1067,6 +1098,7 @@ impl Check<'_> {
             }
             RawTransport::Serial => self.serial(i, s, table_line)?,
             RawTransport::Mqtt => self.mqtt(i, s, table_line)?,
+            RawTransport::Folder => self.folder(i, s, table_line)?,
         };
 
         Some(SourceConfig {
@@ -1289,7 +1321,7 @@ impl Check<'_> {
                     let earlier: Vec<_> = earlier().collect();
                     self.mqtt_conflicts(i, m, &earlier);
                 }
-                Transport::TcpClient { .. } => {}
+                Transport::TcpClient { .. } | Transport::Folder(_) => {}
             }
         }
     }
@@ -1341,7 +1373,8 @@ mod tests {
         assert_eq!(config.gateway.name, "clinic-a");
         assert_eq!(config.gateway.data_dir, PathBuf::from("./data"));
         assert_eq!(config.store.path, PathBuf::from("./data/pocketgate.db"));
-        assert_eq!(config.sources.len(), 5);
+        // genexpert-1, sysmex-xn, cobas-c111, genexpert-2, lab-mqtt, pima-usb.
+        assert_eq!(config.sources.len(), 6);
         let sysmex = &config.sources[1];
         assert_eq!(sysmex.id, SourceId("sysmex-xn".into()));
         assert_eq!(

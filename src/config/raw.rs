@@ -134,8 +134,9 @@ pub struct RawSource {
     /// Required. What the analyzer speaks: `"astm"` (ASTM E1381 framing + E1394 records),
     /// `"hl7"` (HL7 v2 over MLLP), `"poct1"` (POCT1-A2 XML over TCP), `"http"` (JSON, FHIR, CSV
     /// and XML results POSTed to the gateway; transport `"tcp-server"`), `"mqtt"` (messages
-    /// from an MQTT broker; transport `"mqtt"`, formats per topic) or `"modbus"` (the gateway
-    /// polls a Modbus TCP/RTU device; with `[sources.modbus]`).
+    /// from an MQTT broker; transport `"mqtt"`, formats per topic), `"modbus"` (the gateway
+    /// polls a Modbus TCP/RTU device; with `[sources.modbus]`) or `"file"` (export files in a
+    /// folder or on a USB stick; transport `"folder"`, table `[sources.export]`).
     pub protocol: Option<Val<RawProtocol>>,
     /// http: file holding the bearer token senders must present. Default: no token required.
     pub token_file: Option<Val<PathBuf>>,
@@ -149,7 +150,7 @@ pub struct RawSource {
     /// `"1s"` ..= `"10m"`.
     pub receive_timeout: Option<Val<RawDuration>>,
     /// Required. How the analyzer is connected: `"tcp-server"`, `"tcp-client"`, `"serial"` or
-    /// `"mqtt"` (subscribe on a broker; settings in `[sources.mqtt]`).
+    /// `"mqtt"` (subscribe on a broker; settings in `[sources.mqtt]`) or `"folder"`.
     pub transport: Option<Val<RawTransport>>,
     /// tcp-server (required): the address and port the gateway listens on, e.g. `"0.0.0.0:5100"`.
     pub listen: Option<Val<String>>,
@@ -187,6 +188,15 @@ pub struct RawSource {
     pub mqtt: Option<super::mqtt::RawMqtt>,
     /// modbus (required): `[sources.modbus]`, what to poll (see docs/config.md).
     pub modbus: Option<super::modbus::RawModbus>,
+    /// folder (required): the folder whose export files are read, e.g. a USB stick's mount point
+    /// `"/media/usb0"`; it may come and go.
+    pub path: Option<Val<String>>,
+    /// folder: which file names are read, `*`/`?` wildcards, case-insensitive. Default `"*"`.
+    pub pattern: Option<Val<String>>,
+    /// folder: time between scans. Default `"5s"`, `"200ms"` ..= `"1h"`.
+    pub scan_interval: Option<Val<RawDuration>>,
+    /// file: `[sources.export]`, how the files are read (format, encoding, columns).
+    pub export: Option<super::export::RawExport>,
 }
 
 /// `protocol = …` (a closed set).
@@ -199,6 +209,7 @@ pub enum RawProtocol {
     Http,
     Mqtt,
     Modbus,
+    File,
 }
 
 /// `encoding = …`
@@ -217,6 +228,7 @@ pub enum RawTransport {
     TcpClient,
     Serial,
     Mqtt,
+    Folder,
 }
 
 impl RawTransport {
@@ -227,6 +239,7 @@ impl RawTransport {
             RawTransport::TcpClient => "tcp-client",
             RawTransport::Serial => "serial",
             RawTransport::Mqtt => "mqtt",
+            RawTransport::Folder => "folder",
         }
     }
 }
@@ -551,6 +564,10 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                             super::mqtt::check_shape(text, &path, mqtt, errors);
                         }
                         super::modbus::check_shape(text, i, item, errors);
+                        if let Some(export) = item.get(&["export"]) {
+                            let keys = keys_of::<super::export::RawExport>();
+                            table(&format!("sources[{i}].export"), export, keys, errors);
+                        }
                     }
                 }
                 _ => errors.push(ConfigError {

@@ -4,10 +4,11 @@
 
 pub mod astm;
 pub mod conn_limit;
+pub mod folder;
 pub mod hl7;
 pub mod http;
-pub mod mqtt;
 pub mod modbus;
+pub mod mqtt;
 pub mod poct1;
 pub mod serial;
 pub mod tcp;
@@ -38,7 +39,9 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.encoding,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.encoding,
-            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) => Encoding::Utf8,
+            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) | Protocol::File(_) => {
+                Encoding::Utf8
+            }
         }
     }
 
@@ -47,7 +50,9 @@ impl SourceCtx {
         match &self.protocol {
             Protocol::Astm(a) => a.receive_timeout,
             Protocol::Hl7(s) | Protocol::Poct1(s) => s.receive_timeout,
-            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) => Duration::from_secs(30),
+            Protocol::Http(_) | Protocol::Mqtt | Protocol::Modbus(_) | Protocol::File(_) => {
+                Duration::from_secs(30)
+            }
         }
     }
 
@@ -88,6 +93,9 @@ where
         )),
         Protocol::Modbus(_) => Err(std::io::Error::other(
             "protocol modbus polls the device from its own task, not over a stream",
+        )),
+        Protocol::File(_) => Err(std::io::Error::other(
+            "protocol file reads a folder, not a stream",
         )),
     }
 }

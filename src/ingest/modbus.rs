@@ -35,7 +35,7 @@ pub async fn run(transport: Transport, settings: ModbusSettings, ctx: SourceCtx)
             ..
         } => (*backoff_min, *backoff_max),
         Transport::Serial(s) => (s.reopen_after, s.reopen_after * 8),
-        Transport::TcpServer { .. } | Transport::Mqtt(_) => {
+        Transport::TcpServer { .. } | Transport::Mqtt(_) | Transport::Folder(_) => {
             // Config validation refuses this; a source that cannot poll only logs.
             warn!(source = %ctx.id, "modbus needs transport tcp-client or serial; source not started");
             return;
@@ -111,7 +111,7 @@ async fn connect(transport: &Transport, settings: &ModbusSettings) -> Result<Con
                 .map_err(|e| format!("cannot open {path}: {e}"))?;
             Ok(tokio_modbus::client::rtu::attach_slave(port, slave))
         }
-        Transport::TcpServer { .. } | Transport::Mqtt(_) => {
+        Transport::TcpServer { .. } | Transport::Mqtt(_) | Transport::Folder(_) => {
             Err("modbus polls over tcp-client or serial only".into())
         }
     }

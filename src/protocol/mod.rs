@@ -2,9 +2,10 @@
 //! no database — so every decoder is unit-tested and fuzzed with plain byte slices.
 
 pub mod astm;
+pub mod export;
 pub mod fhir;
 pub mod hl7;
-pub mod mqtt;
 pub mod modbus;
+pub mod mqtt;
 pub mod poct1;
 pub mod xml;

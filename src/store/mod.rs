@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod files;
 pub mod flood;
 pub mod outbox;
 pub mod retention;
@@ -22,6 +23,7 @@ pub mod retention;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
+    include_str!("migrations/0003_file_progress.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.
@@ -90,6 +92,7 @@ pub enum ProtocolKind {
     Http,
     Mqtt,
     Modbus,
+    File,
 }
 
 impl ProtocolKind {
@@ -101,6 +104,7 @@ impl ProtocolKind {
             Self::Http => "http",
             Self::Mqtt => "mqtt",
             Self::Modbus => "modbus",
+            Self::File => "file",
         }
     }
 }

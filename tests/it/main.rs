@@ -2,13 +2,14 @@
 
 mod capture;
 mod cli;
+mod folder;
 mod hl7;
 mod hotplug;
 mod http;
 mod http_limits;
 mod ingest;
-mod mqtt;
 mod modbus;
+mod mqtt;
 mod poct1;
 mod profiles;
 mod support;

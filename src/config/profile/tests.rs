@@ -28,7 +28,12 @@ fn site_keys(name: &str) -> String {
         Some("serial") => "port = \"/dev/ttyUSB0\"\n".into(),
         Some("tcp-client") => "connect = \"192.168.1.20:5000\"\n".into(),
         Some("tcp-server") => "listen = \"0.0.0.0:5100\"\n".into(),
-        // Other branches' transports (files, modbus) bring their own required keys.
+        Some("folder") => "path = \"/media/usb0\"\n".into(),
+        // A Modbus logger's profile leaves the transport to the site (LAN or RS-485).
+        None if s.settings.get("protocol").and_then(|p| p.as_str()) == Some("modbus") => {
+            "transport = \"tcp-client\"\nconnect = \"192.168.1.30:502\"\n".into()
+        }
+        // The MQTT broker and topics are site settings, but no shipped profile uses MQTT.
         _ => String::new(),
     }
 }

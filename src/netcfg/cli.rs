@@ -72,16 +72,29 @@ pub fn run(command: NetCommand) -> anyhow::Result<ExitCode> {
             Ok(_) => println!("{}: ok", network.display()),
             Err(code) => return Ok(code),
         },
-        NetCommand::Init { network, suffix, country, force } => {
+        NetCommand::Init {
+            network,
+            suffix,
+            country,
+            force,
+        } => {
             if network.exists() && !force {
-                anyhow::bail!("{} exists; pass --force to replace it (its passphrase is lost)", network.display());
+                anyhow::bail!(
+                    "{} exists; pass --force to replace it (its passphrase is lost)",
+                    network.display()
+                );
             }
-            let country = Country::parse(&country)
-                .ok_or_else(|| anyhow::anyhow!("--country {country:?} is not an ISO 3166-1 alpha-2 code"))?;
+            let country = Country::parse(&country).ok_or_else(|| {
+                anyhow::anyhow!("--country {country:?} is not an ISO 3166-1 alpha-2 code")
+            })?;
             let n = Network::first_boot(&suffix, country);
             save(&network, &n)?;
             if let Some(h) = &n.hotspot {
-                println!("ssid={}\npassphrase={}", h.ap.ssid.as_str(), h.ap.password.as_str());
+                println!(
+                    "ssid={}\npassphrase={}",
+                    h.ap.ssid.as_str(),
+                    h.ap.password.as_str()
+                );
             }
         }
         NetCommand::Render { network, out } => {

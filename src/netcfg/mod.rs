@@ -52,11 +52,11 @@ use crate::config::{ConfigError, ConfigErrors};
 pub use embedded_svc::wifi::{AccessPointConfiguration, AuthMethod, ClientConfiguration};
 pub use render::{RenderedFile, Service, render};
 pub use scan::{LinkState, ScanResult, Security};
-pub use system::{ApplyReport, Host, Recorder, System, apply};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use system::{ApplyReport, Host, Recorder, System, apply};
 pub use toml_out::to_toml;
 
 /// The validated network configuration.
@@ -252,7 +252,9 @@ impl Ipv4Net {
     }
 
     pub fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
     }
 
     pub fn netmask(&self) -> Ipv4Addr {
@@ -373,7 +375,10 @@ impl Network {
                     ssid_hidden: false,
                     channel: 6,
                     auth_method: AuthMethod::WPA2Personal,
-                    password: generate_passphrase().as_str().try_into().unwrap_or_default(),
+                    password: generate_passphrase()
+                        .as_str()
+                        .try_into()
+                        .unwrap_or_default(),
                     ..AccessPointConfiguration::default()
                 },
                 address: net,

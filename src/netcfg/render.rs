@@ -52,7 +52,14 @@ pub struct RenderedFile {
 impl std::fmt::Debug for RenderedFile {
     /// Path and size only: most of these files hold secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RenderedFile({}, {} bytes, {:o}, {:?})", self.path.display(), self.contents.len(), self.mode, self.service)
+        write!(
+            f,
+            "RenderedFile({}, {} bytes, {:o}, {:?})",
+            self.path.display(),
+            self.contents.len(),
+            self.mode,
+            self.service
+        )
     }
 }
 
@@ -86,11 +93,21 @@ pub fn render(n: &Network) -> Vec<RenderedFile> {
     };
     let mut files = Vec::new();
     if let Some(h) = n.hotspot.as_ref().filter(|h| h.enabled) {
-        files.push(file(HOSTAPD_CONF, hostapd_conf(h, n), 0o600, Service::Hostapd));
+        files.push(file(
+            HOSTAPD_CONF,
+            hostapd_conf(h, n),
+            0o600,
+            Service::Hostapd,
+        ));
         files.push(file(DNSMASQ_CONF, dnsmasq_conf(h), 0o644, Service::Dnsmasq));
     }
     if let Some(w) = n.wifi.as_ref().filter(|w| !w.networks.is_empty()) {
-        files.push(file(WPA_SUPPLICANT_CONF, wpa_supplicant_conf(w, n), 0o600, Service::WpaSupplicant));
+        files.push(file(
+            WPA_SUPPLICANT_CONF,
+            wpa_supplicant_conf(w, n),
+            0o600,
+            Service::WpaSupplicant,
+        ));
     }
     files.push(file(INTERFACES, interfaces(n), 0o644, Service::Networking));
     if let Some(c) = n.cellular.as_ref().filter(|c| c.enabled) {
@@ -233,7 +250,11 @@ pub fn interfaces(n: &Network) -> String {
             EthernetMode::Dhcp => {
                 let _ = write!(s, "\nauto {i}\niface {i} inet dhcp\n");
             }
-            EthernetMode::Static { address, gateway, dns } => {
+            EthernetMode::Static {
+                address,
+                gateway,
+                dns,
+            } => {
                 let _ = write!(
                     s,
                     "\nauto {i}\niface {i} inet static\n\taddress {}\n\tnetmask {}\n",
@@ -290,7 +311,11 @@ pub fn ppp_chat(c: &super::Cellular) -> String {
     s.push_str("TIMEOUT 10\n'' 'AT'\n");
     if let Some(pin) = &c.pin {
         s.push_str("'OK' 'AT+CPIN?'\n");
-        let _ = writeln!(s, "'READY-AT+CPIN=\"{pin}\"-OK' 'AT+CGDCONT=1,\"IP\",\"{}\"'", c.apn);
+        let _ = writeln!(
+            s,
+            "'READY-AT+CPIN=\"{pin}\"-OK' 'AT+CGDCONT=1,\"IP\",\"{}\"'",
+            c.apn
+        );
     } else {
         let _ = writeln!(s, "'OK' 'AT+CGDCONT=1,\"IP\",\"{}\"'", c.apn);
     }

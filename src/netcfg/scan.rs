@@ -52,12 +52,14 @@ pub fn unescape_iw(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 4 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 2..i + 4]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        let escaped = (b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 4 <= b.len())
+            .then(|| std::str::from_utf8(&b[i + 2..i + 4]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let Some(v) = escaped {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -74,6 +76,17 @@ pub fn channel_of(freq: u32) -> Option<u8> {
         _ => return None,
     };
     u8::try_from(ch).ok()
+}
+
+/// `2437` (iw 5.x) or `2437.0` (iw 6.x); 0 if unreadable.
+fn mhz(v: &str) -> u32 {
+    let whole = v.trim().split('.').next().unwrap_or("");
+    whole.parse().unwrap_or(0)
+}
+
+/// `-48.00 dBm` or `-48 dBm`.
+fn dbm(v: &str) -> Option<f32> {
+    v.split_whitespace().next().and_then(|s| s.parse().ok())
 }
 
 #[derive(Default)]
@@ -100,8 +113,13 @@ impl Bss {
             None if self.privacy => Security::Wep,
             None => Security::Open,
         };
-        let trimmed: &[u8] = if self.ssid.iter().all(|&b| b == 0) { &[] } else { &self.ssid };
-        let ssid_storable = std::str::from_utf8(trimmed).is_ok() && (1..=32).contains(&trimmed.len());
+        let trimmed: &[u8] = if self.ssid.iter().all(|&b| b == 0) {
+            &[]
+        } else {
+            &self.ssid
+        };
+        let ssid_storable =
+            std::str::from_utf8(trimmed).is_ok() && (1..=32).contains(&trimmed.len());
         ScanResult {
             bssid: self.bssid,
             ssid: String::from_utf8_lossy(trimmed).into_owned(),
@@ -145,9 +163,9 @@ pub fn parse_scan(text: &str) -> Vec<ScanResult> {
         } else if top && t == "SSID:" {
             b.ssid.clear();
         } else if top && let Some(v) = t.strip_prefix("freq: ") {
-            b.freq = v.trim().split('.').next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            b.freq = mhz(v);
         } else if top && let Some(v) = t.strip_prefix("signal: ") {
-            b.signal = v.split_whitespace().next().and_then(|s| s.parse().ok());
+            b.signal = dbm(v);
         } else if top && let Some(v) = t.strip_prefix("capability: ") {
             b.privacy = v.split_whitespace().any(|w| w == "Privacy");
         } else if top && t.starts_with("RSN:") {
@@ -158,14 +176,20 @@ pub fn parse_scan(text: &str) -> Vec<ScanResult> {
             }
         } else if top && t.starts_with("WPA:") {
             b.wpa = true;
-        } else if b.in_rsn && let Some(v) = t.strip_prefix("* Authentication suites: ") {
+        } else if b.in_rsn
+            && let Some(v) = t.strip_prefix("* Authentication suites: ")
+        {
             b.rsn = Some(v.to_owned());
         }
     }
     if let Some(b) = cur.take() {
         out.push(b.finish());
     }
-    out.sort_by(|a, b| b.signal_dbm.unwrap_or(-200.0).total_cmp(&a.signal_dbm.unwrap_or(-200.0)));
+    out.sort_by(|a, b| {
+        b.signal_dbm
+            .unwrap_or(-200.0)
+            .total_cmp(&a.signal_dbm.unwrap_or(-200.0))
+    });
     out.truncate(MAX_SCAN_RESULTS);
     out
 }
@@ -221,9 +245,9 @@ pub fn parse_link(text: &str) -> Option<WifiLink> {
         if let Some(v) = t.strip_prefix("SSID: ") {
             link.ssid = String::from_utf8_lossy(&unescape_iw(v)).into_owned();
         } else if let Some(v) = t.strip_prefix("freq: ") {
-            link.freq_mhz = v.trim().split('.').next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            link.freq_mhz = mhz(v);
         } else if let Some(v) = t.strip_prefix("signal: ") {
-            link.signal_dbm = v.split_whitespace().next().and_then(|s| s.parse().ok());
+            link.signal_dbm = dbm(v);
         }
     }
     Some(link)

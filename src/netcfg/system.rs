@@ -114,9 +114,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError
         let path = path.to_path_buf();
         move |source| NetError::Io { path, source }
     };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -127,11 +133,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError
             .open(&tmp)
             .map_err(io(&tmp))?;
         // `mode` at creation is filtered by the umask; set it exactly.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -159,7 +168,10 @@ impl Host {
     }
 
     fn service_command(&self, template: &[String], service: Service) -> Result<(), NetError> {
-        let argv: Vec<String> = template.iter().map(|a| a.replace("{service}", service.name())).collect();
+        let argv: Vec<String> = template
+            .iter()
+            .map(|a| a.replace("{service}", service.name()))
+            .collect();
         run(&argv, self.timeout).map(drop)
     }
 }
@@ -174,7 +186,11 @@ const MAX_STDERR: usize = 500;
 pub fn run(argv: &[String], timeout: Duration) -> Result<String, NetError> {
     let command = argv.join(" ");
     let Some((program, args)) = argv.split_first() else {
-        return Err(NetError::Command { command, status: "empty command".into(), stderr: String::new() });
+        return Err(NetError::Command {
+            command,
+            status: "empty command".into(),
+            stderr: String::new(),
+        });
     };
     let mut child = Command::new(program)
         .args(args)
@@ -182,7 +198,10 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<String, NetError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| NetError::Spawn { command: command.clone(), source })?;
+        .map_err(|source| NetError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     let read = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -192,8 +211,18 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<String, NetError> {
             buf
         })
     };
-    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -214,11 +243,18 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<String, NetError> {
     }
     let mut stderr = stderr.trim().to_owned();
     if stderr.len() > MAX_STDERR {
-        let cut = (0..=MAX_STDERR).rev().find(|&i| stderr.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=MAX_STDERR)
+            .rev()
+            .find(|&i| stderr.is_char_boundary(i))
+            .unwrap_or(0);
         stderr.truncate(cut);
         stderr.push('…');
     }
-    Err(NetError::Command { command, status, stderr })
+    Err(NetError::Command {
+        command,
+        status,
+        stderr,
+    })
 }
 
 impl System for Host {
@@ -235,7 +271,12 @@ impl System for Host {
     }
 
     fn scan(&mut self, interface: &str) -> Result<Vec<ScanResult>, NetError> {
-        let argv: Vec<String> = self.settings.scan.iter().map(|a| a.replace("{interface}", interface)).collect();
+        let argv: Vec<String> = self
+            .settings
+            .scan
+            .iter()
+            .map(|a| a.replace("{interface}", interface))
+            .collect();
         Ok(scan::parse_scan(&run(&argv, self.timeout)?))
     }
 
@@ -249,13 +290,23 @@ impl System for Host {
         if !state.exists {
             return Ok(state);
         }
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        };
         state.up = read("operstate").as_deref() == Some("up");
         // `carrier` cannot be read (EINVAL) while the interface is down.
         state.carrier = read("carrier").map(|c| c == "1");
         let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        if let Ok(out) = run(&argv(&["ip", "-o", "-4", "addr", "show", "dev", interface]), self.timeout) {
-            state.ipv4 = scan::parse_ip_addr(&out).iter().map(ToString::to_string).collect();
+        if let Ok(out) = run(
+            &argv(&["ip", "-o", "-4", "addr", "show", "dev", interface]),
+            self.timeout,
+        ) {
+            state.ipv4 = scan::parse_ip_addr(&out)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         }
         if dir.join("wireless").exists() || dir.join("phy80211").exists() {
             let out = run(&argv(&["iw", "dev", interface, "link"]), self.timeout)?;
@@ -323,9 +374,14 @@ impl System for Recorder {
     }
 
     fn link(&mut self, interface: &str) -> Result<LinkState, NetError> {
-        Ok(self.links.iter().find(|l| l.interface == interface).cloned().unwrap_or(LinkState {
-            interface: interface.to_owned(),
-            ..LinkState::default()
-        }))
+        Ok(self
+            .links
+            .iter()
+            .find(|l| l.interface == interface)
+            .cloned()
+            .unwrap_or(LinkState {
+                interface: interface.to_owned(),
+                ..LinkState::default()
+            }))
     }
 }

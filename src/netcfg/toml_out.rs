@@ -73,7 +73,11 @@ pub fn to_toml(n: &Network) -> String {
         t.insert("enabled".into(), c.enabled.into());
         t.insert("device".into(), c.device.as_str().into());
         t.insert("apn".into(), c.apn.as_str().into());
-        for (key, v) in [("user", &c.user), ("password", &c.password), ("pin", &c.pin)] {
+        for (key, v) in [
+            ("user", &c.user),
+            ("password", &c.password),
+            ("pin", &c.pin),
+        ] {
             if let Some(v) = v {
                 t.insert(key.into(), v.as_str().into());
             }
@@ -83,7 +87,11 @@ pub fn to_toml(n: &Network) -> String {
     let s = &n.system;
     let mut t = Table::new();
     t.insert("root".into(), s.root.display().to_string().into());
-    for (key, argv) in [("restart", &s.restart), ("stop", &s.stop), ("scan", &s.scan)] {
+    for (key, argv) in [
+        ("restart", &s.restart),
+        ("stop", &s.stop),
+        ("scan", &s.scan),
+    ] {
         let argv: Vec<Value> = argv.iter().map(|a| a.as_str().into()).collect();
         t.insert(key.into(), argv.into());
     }

@@ -5,6 +5,7 @@ mod cli;
 mod hl7;
 mod http;
 mod ingest;
+mod net;
 mod poct1;
 mod support;
 mod sync;

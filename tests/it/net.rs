@@ -16,15 +16,18 @@ fn first_boot_init_then_render_gives_files_the_real_daemons_accept() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("network.toml");
     let f = file.to_str().unwrap();
-    let out = net(&[
-        "init",
-        "--network",
-        f,
-        "--suffix",
-        "1a2b",
-        "--country",
-        "KE",
-    ]);
+    let init = || {
+        net(&[
+            "init",
+            "--network",
+            f,
+            "--suffix",
+            "1a2b",
+            "--country",
+            "KE",
+        ])
+    };
+    let out = init();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     let passphrase = printed
@@ -35,15 +38,7 @@ fn first_boot_init_then_render_gives_files_the_real_daemons_accept() {
     assert_eq!(passphrase.len(), 19, "{passphrase}");
 
     // init refuses to overwrite (the label's passphrase would be lost).
-    let again = net(&[
-        "init",
-        "--network",
-        f,
-        "--suffix",
-        "1a2b",
-        "--country",
-        "KE",
-    ]);
+    let again = init();
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("--force"));
 

@@ -31,6 +31,8 @@
 //! sys.scan("wlan1")          -> Result<Vec<ScanResult>, NetError>  networks in range, strongest first
 //! sys.link("eth0")           -> Result<LinkState, NetError>     up? carrier? IPv4? Wi-Fi SSID?
 //! generate_passphrase()      -> String                          readable random WPA2 passphrase
+//! edited.keep_unchanged_secrets(&old)                          empty passphrase = unchanged
+//! default_path(data_dir)     -> PathBuf                         <data_dir>/network.toml
 //! Network::first_boot(suffix) -> Network                        hotspot "pocketgate-<suffix>"
 //! ```
 //! The real system is [`Host::new(&network.system)`](Host::new); tests use [`Recorder`].
@@ -355,6 +357,33 @@ pub fn generate_passphrase() -> String {
 }
 
 impl Network {
+    /// For a form that never shows secrets back (issue 5: secrets are write-only): a passphrase
+    /// left empty in `self` means "unchanged", so it is taken from `old` (the hotspot's; a
+    /// WPA2 client network's by SSID). A network that is new or renamed keeps its empty
+    /// passphrase, which validation then reports.
+    pub fn keep_unchanged_secrets(&mut self, old: &Network) {
+        if let (Some(h), Some(o)) = (self.hotspot.as_mut(), old.hotspot.as_ref())
+            && h.ap.password.is_empty()
+        {
+            h.ap.password = o.ap.password.clone();
+        }
+        let (Some(w), Some(o)) = (self.wifi.as_mut(), old.wifi.as_ref()) else {
+            return;
+        };
+        for n in w
+            .networks
+            .iter_mut()
+            .filter(|n| n.client.auth_method != AuthMethod::None && n.client.password.is_empty())
+        {
+            let same = o.networks.iter().find(|p| {
+                p.client.ssid == n.client.ssid && p.client.auth_method != AuthMethod::None
+            });
+            if let Some(p) = same {
+                n.client.password = p.client.password.clone();
+            }
+        }
+    }
+
     /// The configuration a new box starts with: a WPA2 hotspot `pocketgate-<suffix>` on wlan0
     /// with a fresh random passphrase (print it on the label), 192.168.4.1/24, captive DNS, and
     /// Ethernet by DHCP. `suffix` is e.g. the last 4 hex digits of the MAC address.
@@ -397,6 +426,11 @@ impl Network {
             system: SystemSettings::default(),
         }
     }
+}
+
+/// Where the box keeps its network settings: `<data_dir>/network.toml`.
+pub fn default_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("network.toml")
 }
 
 /// Reads and validates `network.toml`; a read error names the file.

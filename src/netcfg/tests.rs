@@ -1159,3 +1159,39 @@ fn write_atomic_replaces_and_sets_the_mode() {
         0o600
     );
 }
+
+#[test]
+fn empty_passphrases_from_a_write_only_form_keep_the_old_ones() {
+    let old = parse(example()).unwrap();
+    let mut edited = old.clone();
+    edited.hotspot.as_mut().unwrap().ap.password = Default::default();
+    edited.hotspot.as_mut().unwrap().ap.channel = 11;
+    let w = edited.wifi.as_mut().unwrap();
+    w.networks[0].client.password = Default::default();
+    let mut renamed = w.networks[0].clone();
+    renamed.client.ssid = "Clinic-Office-2".try_into().unwrap();
+    w.networks.push(renamed);
+    edited.keep_unchanged_secrets(&old);
+    let h = edited.hotspot.as_ref().unwrap();
+    assert_eq!(
+        (h.ap.password.as_str(), h.ap.channel),
+        ("k7qm-x3vt-9hpa-w2dc", 11)
+    );
+    let w = edited.wifi.as_ref().unwrap();
+    assert_eq!(
+        w.networks[0].client.password.as_str(),
+        "correct horse battery"
+    );
+    assert_eq!(
+        w.networks[2].client.password.as_str(),
+        "",
+        "a new name gets no old secret"
+    );
+    let e = validate(&edited).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].path, "wifi.networks[2].passphrase");
+    assert_eq!(
+        default_path(Path::new("/data")),
+        Path::new("/data/network.toml")
+    );
+}

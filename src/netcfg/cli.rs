@@ -17,7 +17,7 @@ pub enum NetCommand {
         #[arg(long)]
         network: PathBuf,
     },
-    /// Write a first-boot network.toml: hotspot "pocketgate-<suffix>" with a new random WPA2
+    /// Write a first-boot network.toml: hotspot `pocketgate-<suffix>` with a new random WPA2
     /// passphrase (printed, for the label), 192.168.4.1/24, Ethernet by DHCP.
     Init {
         #[arg(long)]
@@ -39,11 +39,11 @@ pub enum NetCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write the files under [system] root (or --root) and restart what changed.
+    /// Write the files under `[system]` root (or --root) and restart what changed.
     Apply {
         #[arg(long)]
         network: PathBuf,
-        /// Write under this directory instead of [system] root.
+        /// Write under this directory instead of `[system]` root.
         #[arg(long)]
         root: Option<PathBuf>,
     },
@@ -53,7 +53,7 @@ pub enum NetCommand {
     Scan {
         #[arg(long, default_value = "wlan1")]
         interface: String,
-        /// Use this file's [system] scan command.
+        /// Use this file's `[system]` scan command.
         #[arg(long)]
         network: Option<PathBuf>,
     },

@@ -28,14 +28,18 @@
 //! render(&network)           -> Vec<RenderedFile>               the config files, pure
 //! apply(&network, &mut sys)  -> Result<ApplyReport, NetError>   write changed files, restart
 //!                                                               (or stop) only their services
-//! sys.scan("wlan1")          -> Result<Vec<ScanResult>, NetError>  networks in range, strongest first
+//! sys.scan("wlan1")          -> Result<Vec<ScanResult>, NetError>  every AP heard, strongest first
+//! scan::networks(&results)   -> Vec<ScanResult>                 one per name: the picker's list
 //! sys.link("eth0")           -> Result<LinkState, NetError>     up? carrier? IPv4? Wi-Fi SSID?
 //! generate_passphrase()      -> String                          readable random WPA2 passphrase
 //! edited.keep_unchanged_secrets(&old)                          empty passphrase = unchanged
 //! default_path(data_dir)     -> PathBuf                         <data_dir>/network.toml
-//! Network::first_boot(suffix) -> Network                        hotspot "pocketgate-<suffix>"
+//! Network::first_boot(suffix, country) -> Network               hotspot "pocketgate-<suffix>"
 //! ```
 //! The real system is [`Host::new(&network.system)`](Host::new); tests use [`Recorder`].
+//! Everything here is blocking (`apply` and `scan` run commands, up to [`Host::timeout`]
+//! each): call it from `tokio::task::spawn_blocking`, and let one request at a time save or
+//! apply (a mutex), as two concurrent applies would restart services twice.
 //! Secrets (the passphrases, the SIM PIN, the PPP password) are in the model because the files
 //! need them; `Debug` never prints them, and the page must not render them back (write-only).
 

@@ -1,5 +1,5 @@
 //! `network.toml` as written: every leaf is a [`Val`] (value or type error, with its span), so
-//! validation ([`super::check`]) can report every mistake at once with its path and line.
+//! validation (`check.rs`) can report every mistake at once with its path and line.
 //! The doc comments are the user documentation (docs/network.md repeats them).
 
 use crate::config::raw::{RawDuration, Val};

@@ -1195,3 +1195,128 @@ fn empty_passphrases_from_a_write_only_form_keep_the_old_ones() {
         Path::new("/data/network.toml")
     );
 }
+
+/// pppd reads the whole options file before it needs `/dev/ppp`; an option it does not know
+/// exits with status 2 naming it. (The device must exist when pppd starts: an absent modem is
+/// "unrecognized option '/dev/ttyUSB2'", so the copy checked here names /dev/null.)
+#[test]
+fn real_pppd_accepts_the_rendered_peer_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = parse(example()).unwrap();
+    let c = n.cellular.as_mut().unwrap();
+    (c.user, c.password) = (Some("web".into()), Some("web pass".into()));
+    let peer = render::ppp_peer(c).replace("/dev/ttyUSB2", "/dev/null");
+    let pppd = |text: &str| {
+        let f = written(dir.path(), "peer", text);
+        let out = std::process::Command::new(tool("pppd"))
+            .arg("file")
+            .arg(&f)
+            .arg("dryrun")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = pppd(&peer);
+    assert!(
+        !err.contains("unrecognized option") && !err.contains("In file") && code != Some(2),
+        "{code:?} {err}"
+    );
+    let (code, err) = pppd(&format!("{peer}maxfial 2\n"));
+    assert_eq!(code, Some(2), "the check can fail: {err}");
+    assert!(err.contains("unrecognized option 'maxfial'"), "{err}");
+}
+
+/// The chat script against a fake modem: chat needs a terminal, so socat gives it a pty and
+/// the test is the modem on socat's stdin/stdout. A SIM that asks for its PIN gets it once; a
+/// SIM that is READY is never sent one (an unconditional AT+CPIN would fail with ERROR on every
+/// redial after the first).
+#[test]
+fn real_chat_script_unlocks_the_sim_only_when_asked_and_dials() {
+    use std::io::{Read, Write};
+    let n = parse(example()).unwrap();
+    // 1 s instead of 10 s for "no READY within TIMEOUT, send the PIN".
+    let script = render::ppp_chat(n.cellular.as_ref().unwrap()).replace("TIMEOUT 10", "TIMEOUT 1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = written(dir.path(), "chat", &script);
+    let status = dir.path().join("status");
+    let run = written(
+        dir.path(),
+        "run.sh",
+        &format!(
+            "#!/bin/sh\n{} -f '{}'\necho $? > '{}'\n",
+            tool("chat").display(),
+            file.display(),
+            status.display()
+        ),
+    );
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dial = |locked: bool| {
+        let _ = std::fs::remove_file(&status);
+        let mut socat = std::process::Command::new("socat")
+            .arg("STDIO")
+            .arg(format!("EXEC:{},pty,raw,echo=0", run.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("socat is needed (apt-get install socat; .ci/run does)");
+        let (mut to_chat, mut from_chat) =
+            (socat.stdin.take().unwrap(), socat.stdout.take().unwrap());
+        let (mut commands, mut line, mut byte) = (Vec::new(), Vec::new(), [0u8; 1]);
+        while from_chat.read(&mut byte).unwrap_or(0) == 1 {
+            if byte[0] != b'\r' {
+                line.push(byte[0]);
+                continue;
+            }
+            let command = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            let reply = match command.as_str() {
+                "AT+CPIN?" if locked => "\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n",
+                "AT+CPIN?" => "\r\n+CPIN: READY\r\n\r\nOK\r\n",
+                "ATD*99#" => "\r\nCONNECT 150000000\r\n",
+                "" => "",
+                _ => "\r\nOK\r\n",
+            };
+            commands.push(command);
+            let _ = to_chat.write_all(reply.as_bytes());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !status.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = socat.kill();
+        let _ = socat.wait();
+        (
+            std::fs::read_to_string(&status)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            commands,
+        )
+    };
+    let (exit, commands) = dial(true);
+    assert_eq!(exit, "0", "chat's exit status; it sent {commands:?}");
+    assert_eq!(
+        commands[..5],
+        [
+            "AT",
+            "AT+CPIN?",
+            "AT+CPIN=\"1234\"",
+            "AT+CGDCONT=1,\"IP\",\"safaricom\"",
+            "ATD*99#"
+        ]
+    );
+    let (exit, commands) = dial(false);
+    assert_eq!(exit, "0", "chat's exit status; it sent {commands:?}");
+    assert_eq!(
+        commands[..4],
+        [
+            "AT",
+            "AT+CPIN?",
+            "AT+CGDCONT=1,\"IP\",\"safaricom\"",
+            "ATD*99#"
+        ]
+    );
+}

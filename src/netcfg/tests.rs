@@ -750,6 +750,97 @@ fn real_dnsmasq_accepts_the_rendered_file() {
     assert!(!ok && text.contains("bad dhcp-range at line 1"), "{text}");
 }
 
+/// One DNS question over UDP: the answer's rcode and its first record's data.
+fn dns_query(port: u16, name: &str, qtype: u16) -> Option<(u8, Vec<u8>)> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(u8::try_from(label.len()).unwrap());
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    sock.send_to(&q, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).ok()?;
+    let r = &buf[..n];
+    let (rcode, answers) = (r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]]));
+    if answers == 0 {
+        return Some((rcode, Vec::new()));
+    }
+    // The answer follows the echoed question; its name is a 2-byte pointer.
+    let at = q.len() + 2 + 8;
+    let len = usize::from(u16::from_be_bytes([r[at], r[at + 1]]));
+    Some((rcode, r[at + 2..at + 2 + len].to_vec()))
+}
+
+/// The captive DNS for real: dnsmasq on the rendered file (moved to `lo` and a free port, DHCP
+/// lines left out) answers any name with the box's address, AAAA with `::`.
+#[test]
+fn real_dnsmasq_answers_every_name_with_the_box_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = parse(example()).unwrap();
+    let serve = |h: &Hotspot| {
+        let text: String = render::dnsmasq_conf(h)
+            .lines()
+            .filter(|l| !l.starts_with("dhcp-") && *l != "except-interface=lo")
+            .map(|l| {
+                if l == "interface=wlan0" {
+                    "interface=lo\n".to_owned()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let conf = written(dir.path(), "dnsmasq.conf", &text);
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(tool("dnsmasq"))
+            .args(["-k", "--pid-file=", "-C"])
+            .arg(&conf)
+            .arg(format!("--port={port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while dns_query(port, "pocketgate.lan", 1).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dnsmasq did not answer on port {port}"
+            );
+        }
+        (child, port)
+    };
+    let (mut child, port) = serve(n.hotspot.as_ref().unwrap());
+    let a = dns_query(port, "connectivitycheck.gstatic.com", 1);
+    let aaaa = dns_query(port, "captive.apple.com", 28);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(a, Some((0, vec![192, 168, 4, 1])));
+    assert_eq!(
+        aaaa,
+        Some((0, vec![0; 16])),
+        "AAAA answers :: rather than REFUSED"
+    );
+
+    n.hotspot.as_mut().unwrap().captive_portal = false;
+    let (mut child, port) = serve(n.hotspot.as_ref().unwrap());
+    let own = dns_query(port, "pocketgate.lan", 1);
+    let other = dns_query(port, "connectivitycheck.gstatic.com", 1);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(own, Some((0, vec![192, 168, 4, 1])));
+    assert_ne!(
+        other.map(|(_, data)| data),
+        Some(vec![192, 168, 4, 1]),
+        "no captive answer when off"
+    );
+}
+
 /// hostapd has no check-only mode; it parses the whole file before touching the driver, and
 /// reports `N errors found in configuration file` (exiting) when the file is wrong. The test
 /// points the copy at an interface that does not exist, so no radio is ever touched.

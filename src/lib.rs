@@ -14,6 +14,8 @@
 //! - [`tempr`]    Temprs: builder / minijinja template / JavaScript (boa) → DHIS2 request, chains
 //! - [`sync`]     DHIS2 client, pure response classification, metadata cache and local validation
 //! - [`pipeline`] the stages after the commit: render to the outbox, deliver, record outcomes
+//! - [`netcfg`]   network settings (hotspot, Wi-Fi/Ethernet/cellular uplinks) → hostapd,
+//!   wpa_supplicant, dnsmasq, ifupdown, pppd files, applied through a `System` seam
 //! - [`dhis2sim`] a DHIS2 2.36–2.42 test server (the `dhis2-sim` binary), for tests and the demo
 //! - [`app`]      wiring and supervision only
 
@@ -22,6 +24,7 @@ pub mod capture;
 pub mod config;
 pub mod dhis2sim;
 pub mod ingest;
+pub mod netcfg;
 pub mod pipeline;
 pub mod protocol;
 pub mod record;

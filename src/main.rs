@@ -118,6 +118,11 @@ enum Command {
         #[arg(long, default_value = "capture.txt")]
         out: PathBuf,
     },
+    /// Network settings: check, init (first boot), render, apply, scan (docs/network.md).
+    Net {
+        #[command(subcommand)]
+        command: pocketgate::netcfg::cli::NetCommand,
+    },
     /// Play capture files as an analyzer would, over TCP or a serial port / pty.
     Simulate {
         /// Connect to the gateway's TCP server at this address.
@@ -492,6 +497,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 Ok::<_, anyhow::Error>(())
             })?;
         }
+        Command::Net { command } => return pocketgate::netcfg::cli::run(command),
         Command::Simulate {
             tcp,
             serial,

@@ -10,6 +10,7 @@ mod http_limits;
 mod ingest;
 mod modbus;
 mod mqtt;
+mod net;
 mod poct1;
 mod profiles;
 mod support;

@@ -112,7 +112,7 @@ fn every_mistake_is_reported_at_once_with_path_and_line() {
         "hotspot.passphrase (line 4): 5 characters; a WPA2 passphrase is 8 to 63",
         "hotspot.channel (line 5): 15 is out of range (1 ..= 14)",
         "hotspot.dhcp_start (line 7): 192.168.5.10 is not a host address of the hotspot subnet 192.168.4.0/24",
-        "hotspot.lease (line 8): \"1s\" is out of range (2m ..= 168h)",
+        "hotspot.lease (line 8): \"1s\" is out of range (2m ..= 7d)",
         "wifi.networks[0].ssid (line 10): \"\" is 0 bytes",
         "wifi.networks[0].priority (line 11): -1 is out of range (0 ..= 1000)",
     ] {

@@ -2,6 +2,7 @@
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
 pub mod raw;
+pub mod web;
 
 use crate::record::SourceId;
 use raw::{RawConfig, RawDuration, RawSource, RawTransport, Val};
@@ -20,6 +21,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Where results go; `None` = buffer only.
     pub dhis2: Option<Dhis2Settings>,
+    /// The web UI and JSON API; `None` = none.
+    pub web: Option<web::WebSettings>,
 }
 
 /// `[dhis2]`, validated. Secrets are named here (file or env var), read when sync starts.
@@ -593,7 +596,10 @@ impl Check<'_> {
             None => None,
         };
 
+        let resolved: Vec<SourceConfig> = sources.iter().map(|(_, s)| s.clone()).collect();
+        let web = raw.web.as_ref().map(|w| self.web(w, &resolved));
         Some(Config {
+            web,
             gateway: Gateway {
                 name,
                 data_dir: data_dir?,

@@ -15,11 +15,13 @@ use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod outbox;
+pub mod web;
 
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
+    include_str!("migrations/0003_web.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.

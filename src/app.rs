@@ -47,6 +47,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
     )
     .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    start_with(config, store).await
+}
+
+/// Start every enabled source and the sync stages on an open store (also after a reload).
+pub async fn start_with(config: &Config, store: Store) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut listening = Vec::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
@@ -177,6 +182,56 @@ async fn serve_listener(listener: TcpListener, ctx: SourceCtx) {
         }
         _ => ingest::tcp::serve(listener, ctx).await,
     }
+}
+
+/// Run the config file at `path` until SIGINT or SIGTERM. With `[web]`, the web page is served
+/// too, and a config or Tempr edit made there restarts the sources and sync on the new config
+/// (the web server and the store stay up; connections to analyzers are re-established).
+pub async fn run_from(path: std::path::PathBuf, config: Config) -> anyhow::Result<()> {
+    let Some(web_settings) = config.web.clone() else {
+        return run(config).await;
+    };
+    let mut running = start(&config).await?;
+    let store = running.store.clone();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    let web = crate::web::Web::new(
+        store.clone(),
+        path.clone(),
+        config.clone(),
+        reload_tx,
+        sync_parts,
+    )
+    .await?;
+    web.replace(config.clone(), running.listening.clone());
+    let listener = TcpListener::bind(web_settings.listen)
+        .await
+        .with_context(|| format!("web.listen: cannot listen on {}", web_settings.listen))?;
+    info!(addr = %listener.local_addr()?, "web page listening");
+    let server = tokio::spawn(crate::web::serve(listener, web.clone()));
+    info!(gateway = %config.gateway.name, store = %config.store.path.display(), "pocketgate running");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload_rx.recv() => {
+                while reload_rx.try_recv().is_ok() {}
+                match crate::config::load(&path) {
+                    Ok(new) => {
+                        info!("config changed from the web page; restarting sources and sync");
+                        running.shutdown().await;
+                        running = start_with(&new, store.clone()).await?;
+                        web.replace(new, running.listening.clone());
+                    }
+                    Err(e) => warn!(error = %e, "config reload refused; keeping the running config"),
+                }
+            }
+        }
+    }
+    info!("shutting down");
+    server.abort();
+    running.shutdown().await;
+    Ok(())
 }
 
 /// Run until SIGINT or SIGTERM.

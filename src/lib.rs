@@ -14,6 +14,7 @@
 //! - [`sync`]     DHIS2 client, pure response classification, metadata cache and local validation
 //! - [`pipeline`] the stages after the commit: render to the outbox, deliver, record outcomes
 //! - [`dhis2sim`] a DHIS2 2.36–2.42 test server (the `dhis2-sim` binary), for tests and the demo
+//! - [`web`]      the local web page and JSON API (axum, minijinja pages compiled in)
 //! - [`app`]      wiring and supervision only
 
 pub mod app;
@@ -28,3 +29,4 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod tempr;
+pub mod web;

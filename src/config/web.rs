@@ -29,6 +29,9 @@ pub struct RawWeb {
     /// Mark the session cookie `Secure` (only when the page is served over HTTPS by a proxy in
     /// front of pocketgate). Default `false`.
     pub secure_cookie: Option<Val<bool>>,
+    /// Let the System page set the clock (the board has no real-time clock). `true` on the
+    /// device image; default `false`, so a laptop's clock is never touched.
+    pub manage_clock: Option<Val<bool>>,
 }
 
 /// `[web]`, validated.
@@ -40,6 +43,7 @@ pub struct WebSettings {
     pub login_window: Duration,
     pub initial_password_file: Option<PathBuf>,
     pub secure_cookie: bool,
+    pub manage_clock: bool,
 }
 
 impl Default for WebSettings {
@@ -51,6 +55,7 @@ impl Default for WebSettings {
             login_window: Duration::from_secs(15 * 60),
             initial_password_file: None,
             secure_cookie: false,
+            manage_clock: false,
         }
     }
 }
@@ -103,6 +108,9 @@ impl Check<'_> {
                 .map(|(p, _)| p.clone()),
             secure_cookie: self
                 .get("web.secure_cookie", &w.secure_cookie)
+                .is_some_and(|(b, _)| *b),
+            manage_clock: self
+                .get("web.manage_clock", &w.manage_clock)
                 .is_some_and(|(b, _)| *b),
         }
     }

@@ -8,3 +8,4 @@ mod ingest;
 mod poct1;
 mod support;
 mod sync;
+mod web;

@@ -531,18 +531,7 @@ fn source_added_from_the_form_receives_a_genexpert_result_shown_on_dashboard_and
         "{config}"
     );
     gw.wait_listening(astm);
-    let out = std::process::Command::new(BIN)
-        .args(["simulate", "--tcp", &listen])
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.astm"),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 of 1 messages acknowledged"),
-        "{out:?}"
-    );
+    play_genexpert(&listen);
     wait_for("the dashboard to count it", || {
         let d = b.get("/").body;
         d.contains("genexpert-lab") && d.contains("<td>1</td><td >0</td>")
@@ -622,4 +611,108 @@ fn invalid_source_form_shows_every_error_and_leaves_the_config_unchanged() {
     assert_eq!(api.status, 422);
     assert!(api.body.contains("sources[1].connect"), "{}", api.body);
     assert_eq!(std::fs::read_to_string(&gw.config).unwrap(), before);
+}
+
+/// `pocketgate simulate` plays the real GeneXpert capture to `listen`; it must be ACKed.
+fn play_genexpert(listen: &str) {
+    let out = std::process::Command::new(BIN)
+        .args(["simulate", "--tcp", listen])
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.astm"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 messages acknowledged"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn dhis2_page_tests_the_connection_and_a_record_is_live_tested_rerendered_and_updated_not_duplicated()
+ {
+    let sim = Dhis2Sim::start("2.41.3");
+    let temprs = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs");
+    let astm = free_addr();
+    let (gw, addr) = web_gateway(&format!(
+        "{}\n{}",
+        tcp_source("gx-1", astm, "30s"),
+        dhis2_block(&sim, &temprs, "OuClinicA01")
+    ));
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    let test = b.post_form("/dhis2/test", &[("csrf", &csrf)]);
+    assert_eq!(test.status, 200, "{}", test.body);
+    assert!(
+        test.body.contains("DHIS2 2.41.3") && test.body.contains("signed in as admin"),
+        "{}",
+        test.body
+    );
+
+    gw.wait_listening(astm);
+    play_genexpert(&astm.to_string());
+    let settled = wait_settled(&gw, 1, Duration::from_secs(60));
+    assert_eq!(settled[0].0, "delivered", "{settled:?}");
+    let events_before = sim.events().len();
+    assert!(events_before > 0);
+
+    let list: serde_json::Value =
+        serde_json::from_str(&b.get("/api/v1/records?source=gx-1").body).unwrap();
+    let id = list[0]["id"].as_i64().unwrap();
+    let page = b.get(&format!("/records/{id}")).body;
+    assert!(
+        page.contains("DHIS2 response") && page.contains("lab-event"),
+        "{page}"
+    );
+
+    // Live test: the request the Tempr makes for this record, checked against the cached metadata.
+    let t = b.post_json(
+        "/api/v1/temprs/lab-event/test",
+        Some(&csrf),
+        serde_json::json!({"record_id": id}),
+    );
+    let t: serde_json::Value = serde_json::from_str(&t.body).unwrap();
+    assert_eq!(t["matched"], true, "{t}");
+    assert!(t["request"]["body"].is_object(), "{t}");
+    assert_eq!(t["validation"], serde_json::Value::Null, "{t}");
+    let html = b.get(&format!("/temprs/lab-event?record={id}")).body;
+    assert!(html.contains("passes"), "{html}");
+
+    let requests = |b: &mut Browser| {
+        let r: serde_json::Value =
+            serde_json::from_str(&b.get(&format!("/api/v1/records/{id}")).body).unwrap();
+        r["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["status"] == "delivered")
+            .count()
+    };
+    let delivered_before = requests(&mut b);
+    // Re-render with the current Temprs: sent again with the same UIDs → an update in DHIS2.
+    let r = b.post_json(
+        &format!("/api/v1/records/{id}/rerender"),
+        Some(&csrf),
+        serde_json::json!({}),
+    );
+    assert_eq!(r.body, "{\"rerender\":1}");
+    std::thread::sleep(Duration::from_millis(300));
+    let settled = wait_settled(&gw, 1, Duration::from_secs(60));
+    assert_eq!(settled[0].0, "delivered", "{settled:?}");
+    assert!(
+        requests(&mut b) > delivered_before,
+        "the new requests were delivered too"
+    );
+    assert_eq!(sim.events().len(), events_before, "updated, not duplicated");
+
+    // Pause and resume from the page.
+    b.post_form("/dhis2/pause", &[("csrf", &csrf)]);
+    assert!(b.get("/").body.contains("PAUSED: paused from the web page"));
+    b.post_form("/dhis2/resume", &[("csrf", &csrf)]);
+    assert!(!b.get("/").body.contains("PAUSED"));
+    let audit = b.get("/api/v1/audit").body;
+    for action in ["record.rerender", "sync.pause", "sync.resume"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
 }

@@ -3,6 +3,7 @@
 //! - [`auth`]    admin password (argon2id), sessions, CSRF tokens, login rate limiting
 //! - [`pages`]   server-rendered pages (minijinja templates compiled into the binary)
 //! - [`api`]     `/api/v1/…` JSON for what the pages do, `/metrics` (Prometheus text)
+//! - [`builder`] the Tempr builder page: dropdowns from the cached DHIS2 metadata
 //! - [`edit`]    config edits: validated like the file, written atomically with comments kept
 //! - [`logs`]    the last log lines, kept in memory for the System page
 //! - [`host`]    the system-interface seam (setting the clock) so a laptop is never changed
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod builder;
 pub mod edit;
 pub mod host;
 pub mod logs;
@@ -431,6 +433,7 @@ pub fn router(web: Shared) -> Router {
         .route("/dhis2", get(pages::dhis2).post(pages::dhis2_save))
         .route("/dhis2/{action}", post(pages::dhis2_action))
         .route("/temprs", get(pages::temprs))
+        .route("/temprs/new", get(builder::page).post(builder::create))
         .route("/temprs/{name}", get(pages::tempr).post(pages::tempr_save))
         .route("/devices", get(pages::devices).post(pages::device_save))
         .route("/devices/new", get(pages::device_new))

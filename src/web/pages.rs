@@ -37,6 +37,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("tempr.html", include_str!("templates/tempr.html")),
         ("dhis2.html", include_str!("templates/dhis2.html")),
         ("system.html", include_str!("templates/system.html")),
+        ("builder.html", include_str!("templates/builder.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");

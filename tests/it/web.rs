@@ -633,7 +633,15 @@ fn play_genexpert(listen: &str) {
 fn dhis2_page_tests_the_connection_and_a_record_is_live_tested_rerendered_and_updated_not_duplicated()
  {
     let sim = Dhis2Sim::start("2.41.3");
-    let temprs = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs");
+    // A copy: the builder writes a new Tempr file into it.
+    let temprs_dir = tempfile::tempdir().unwrap();
+    let temprs = temprs_dir.path().to_path_buf();
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, temprs.join(path.file_name().unwrap())).unwrap();
+    }
     let astm = free_addr();
     let (gw, addr) = web_gateway(&format!(
         "{}\n{}",
@@ -705,6 +713,51 @@ fn dhis2_page_tests_the_connection_and_a_record_is_live_tested_rerendered_and_up
         "the new requests were delivered too"
     );
     assert_eq!(sim.events().len(), events_before, "updated, not duplicated");
+
+    // The builder: dropdowns from the cached metadata and the record's fields → a new Tempr.
+    let md = b.post_form("/dhis2/metadata", &[("csrf", &csrf)]);
+    assert!(md.body.contains("metadata refreshed"), "{}", md.body);
+    let stage = "LabGxEvnt01/LabRsltStg1";
+    let form = b.get(&format!("/temprs/new?stage={}&record={id}", encode(stage)));
+    assert!(
+        form.body.contains("name=\"de.LabMtbRes01\""),
+        "{}",
+        form.body
+    );
+    assert!(
+        form.body
+            .contains("<option >results.MTB-RIF&#x2f;Xpert&#x2f;MTB.value</option>"),
+        "{}",
+        form.body
+    );
+    let rid = id.to_string();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("stage", stage),
+        ("record", &rid),
+        ("name", "gx-from-web"),
+        ("test_code", "MTB-RIF/Xpert/MTB"),
+        ("org_unit", ""),
+        ("de.LabSmplId01", "sample_id"),
+        ("de.LabMtbRes01", "results.MTB-RIF/Xpert/MTB.value"),
+    ];
+    let created = b.post_form("/temprs/new", &fields);
+    assert_eq!(
+        (created.status, created.location()),
+        (303, format!("/temprs/gx-from-web?record={id}").as_str()),
+        "{}",
+        created.body
+    );
+    assert!(temprs.join("gx-from-web.toml").exists());
+    let tested = b.get(&format!("/temprs/gx-from-web?record={id}")).body;
+    assert!(
+        tested.contains("The record matches this Tempr.") && tested.contains("passes"),
+        "{tested}"
+    );
+    assert!(tested.contains("LabMtbRes01"), "{tested}");
+    let again = b.post_form("/temprs/new", &fields);
+    assert_eq!(again.status, 422);
+    assert!(again.body.contains("exists already"), "{}", again.body);
 
     // Pause and resume from the page.
     b.post_form("/dhis2/pause", &[("csrf", &csrf)]);

@@ -769,3 +769,67 @@ fn dhis2_page_tests_the_connection_and_a_record_is_live_tested_rerendered_and_up
         assert!(audit.contains(action), "{action}: {audit}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_a_source_keeps_the_open_connection_of_an_unchanged_one() {
+    use pocketgate::sim::{self, SimOptions};
+    let gx = free_addr();
+    let (gw, addr) = web_gateway(&tcp_source("gx", gx, "30s"));
+    gw.wait_listening(gx);
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    // The analyzer is connected (idle between transfers) while someone adds another device.
+    let mut conn = tokio::net::TcpStream::connect(gx).await.unwrap();
+    let other = free_addr().to_string();
+    let r = b.post_form(
+        "/devices",
+        &[
+            ("csrf", &csrf),
+            ("original", ""),
+            ("id", "hl7-lab"),
+            ("protocol", "hl7"),
+            ("transport", "tcp-server"),
+            ("listen", &other),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    wait_plain_log(&gw, "unchanged=1 stopped=0 started=1");
+    let messages = sim::messages_from_capture(&fixture("s01-genexpert-mtb-rif-ultra.astm"));
+    let report = sim::play(&mut conn, &messages, &SimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.acked,
+        vec![0],
+        "the connection opened before the reload still works"
+    );
+    // Editing that source restarts it (and only it).
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("original", "gx"),
+        ("id", "gx"),
+        ("protocol", "astm"),
+        ("transport", "tcp-server"),
+        ("listen", &gx.to_string()),
+        ("receive_timeout", "20s"),
+    ];
+    assert_eq!(b.post_form("/devices", &form).status, 303);
+    wait_plain_log(&gw, "unchanged=1 stopped=1 started=1");
+}
+
+/// Wait until the log, without its colour codes, contains `needle`.
+fn wait_plain_log(gw: &Gateway, needle: &str) {
+    wait_for(needle, || {
+        let log = gw.log();
+        let mut plain = String::new();
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|c| c.is_ascii_alphabetic());
+            } else {
+                plain.push(c);
+            }
+        }
+        plain.contains(needle)
+    });
+}

@@ -365,7 +365,7 @@ async fn guard(
     if PROBES.contains(&path.as_str()) {
         return Redirect::to("/login").into_response();
     }
-    if path.starts_with("/static/") {
+    if path.starts_with("/static/") || path == "/favicon.ico" {
         return next.run(req).await;
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD);
@@ -443,6 +443,7 @@ pub fn router(web: Shared) -> Router {
         .route("/system/time", post(pages::system_time))
         .route("/system/password", post(pages::system_password))
         .route("/system/backup", get(api::backup))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/metrics", get(api::metrics))

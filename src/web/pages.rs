@@ -21,6 +21,14 @@ use std::time::Instant;
 /// Every template, compiled into the binary.
 pub fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
+    // "2026-11-22T04:15:59.493Z" → "2026-11-22 04:15:59" (UTC): short enough for a phone.
+    env.add_filter("when", |t: String| -> String {
+        let mut s: String = t.chars().take(19).collect();
+        if s.len() > 10 {
+            s.replace_range(10..11, " ");
+        }
+        s
+    });
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -94,8 +102,19 @@ pub struct PasswordForm {
 }
 
 /// A login/setup page with a fresh double-submit token in a cookie and the form.
-fn pre_auth_page(web: &Web, name: &str, status: StatusCode, error: Option<String>) -> Response {
-    let pre = auth::random_token();
+fn pre_auth_page(
+    web: &Web,
+    headers: &HeaderMap,
+    name: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    // Keep the token the browser already holds: a second tab or a stray request (favicon) must
+    // not invalidate the form that is open.
+    let pre = cookie(headers, super::PRE_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(auth::random_token);
     let html = web.render(
         name,
         context! { gateway => web.config().gateway.name, pre => pre, error => error, min => auth::MIN_PASSWORD_CHARS },
@@ -113,8 +132,8 @@ fn pre_auth_page(web: &Web, name: &str, status: StatusCode, error: Option<String
     }
 }
 
-pub async fn login_page(State(web): State<Shared>) -> Response {
-    pre_auth_page(&web, "login.html", StatusCode::OK, None)
+pub async fn login_page(State(web): State<Shared>, headers: HeaderMap) -> Response {
+    pre_auth_page(&web, &headers, "login.html", StatusCode::OK, None)
 }
 
 fn start_session(web: &Web, ip: IpAddr) -> Response {
@@ -130,6 +149,7 @@ fn start_session(web: &Web, ip: IpAddr) -> Response {
 pub async fn login(
     State(web): State<Shared>,
     Extension(ip): Extension<IpAddr>,
+    headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
     let now = Instant::now();
@@ -137,6 +157,7 @@ pub async fn login(
         let minutes = l.retry_after.as_secs().div_ceil(60);
         let mut r = pre_auth_page(
             &web,
+            &headers,
             "login.html",
             StatusCode::TOO_MANY_REQUESTS,
             Some(format!(
@@ -164,6 +185,7 @@ pub async fn login(
         tracing::warn!(%ip, "wrong admin password");
         pre_auth_page(
             &web,
+            &headers,
             "login.html",
             StatusCode::UNAUTHORIZED,
             Some("Wrong password.".into()),
@@ -171,8 +193,8 @@ pub async fn login(
     }
 }
 
-pub async fn setup_page(State(web): State<Shared>) -> Response {
-    pre_auth_page(&web, "setup.html", StatusCode::OK, None)
+pub async fn setup_page(State(web): State<Shared>, headers: HeaderMap) -> Response {
+    pre_auth_page(&web, &headers, "setup.html", StatusCode::OK, None)
 }
 
 async fn store_password(
@@ -198,11 +220,13 @@ async fn store_password(
 pub async fn setup(
     State(web): State<Shared>,
     Extension(ip): Extension<IpAddr>,
+    headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
     if let Some(why) = auth::weak_password(&f.password, &f.confirm) {
         return pre_auth_page(
             &web,
+            &headers,
             "setup.html",
             StatusCode::UNPROCESSABLE_ENTITY,
             Some(why),

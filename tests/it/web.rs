@@ -259,6 +259,9 @@ fn first_boot_forces_the_admin_password_before_anything_else() {
     assert_eq!(b.get("/api/v1/status").status, 401);
     let page = b.get("/setup");
     assert!(page.body.contains("no admin password yet"), "{}", page.body);
+    // A stray request in between (the browser's favicon, a second tab) keeps the form's token.
+    assert_eq!(b.get("/favicon.ico").status, 204);
+    assert_eq!(b.get("/setup").csrf(), page.csrf());
     let short = b.post_form(
         "/setup",
         &[

@@ -225,6 +225,10 @@ pub async fn create(
             .get("name")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
+        let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if name.is_empty() || !name.chars().all(plain) {
+            return Err(vec![format!("name \"{name}\": use a-z, 0-9, - and _ only")]);
+        }
         let file = d.temprs_dir.join(format!("{name}.toml"));
         if file.exists() {
             return Err(vec![format!(

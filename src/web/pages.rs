@@ -208,13 +208,25 @@ async fn store_password(
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(WebError::Internal)?;
     let actor = ip.to_string();
-    web.store
+    let stored = web
+        .store
         .write(move |tx| {
+            // Two first-boot forms sent at once: the writer thread serialises them, the first wins.
+            if by == "setup" && q::admin_hash(tx)?.is_some() {
+                return Ok(false);
+            }
             q::set_admin_hash(tx, &hash, by)?;
-            q::audit(tx, &actor, "password.set", by)
+            q::audit(tx, &actor, "password.set", by)?;
+            Ok(true)
         })
         .await?;
-    Ok(())
+    if stored {
+        Ok(())
+    } else {
+        Err(WebError::BadRequest(
+            "a password was set meanwhile; log in with it".into(),
+        ))
+    }
 }
 
 pub async fn setup(

@@ -836,3 +836,43 @@ fn wait_plain_log(gw: &Gateway, needle: &str) {
         plain.contains(needle)
     });
 }
+
+#[test]
+fn a_rejected_record_is_sent_again_from_its_page_once_the_cause_is_fixed() {
+    let sim = Dhis2Sim::start("2.41.3");
+    // DHIS2 refuses the imports (400: nothing imported, a person must act).
+    sim.fault(serde_json::json!({"status": 400}));
+    let temprs = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs");
+    let astm = free_addr();
+    let (gw, addr) = web_gateway(&format!(
+        "{}\n{}",
+        tcp_source("gx-1", astm, "30s"),
+        dhis2_block(&sim, &temprs, "OuClinicA01")
+    ));
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    gw.wait_listening(astm);
+    play_genexpert(&astm.to_string());
+    let settled = wait_settled(&gw, 1, Duration::from_secs(60));
+    assert_eq!(settled[0].0, "rejected", "{settled:?}");
+    let id = b.get("/records?status=rejected").body;
+    let at = id
+        .find("href=\"/records/")
+        .expect("the rejected record is listed");
+    let id: String = id[at + 15..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let page = b.get(&format!("/records/{id}")).body;
+    assert!(page.contains("Send again as it is"), "{page}");
+    // The cause is fixed on the server: send it again from the page.
+    http_json("DELETE", sim.addr, "/__sim/faults", None);
+    let r = b.post_form(&format!("/records/{id}/retry"), &[("csrf", &csrf)]);
+    assert_eq!(
+        (r.status, r.location()),
+        (303, format!("/records/{id}").as_str())
+    );
+    let settled = wait_settled(&gw, 1, Duration::from_secs(60));
+    assert_eq!(settled[0].0, "delivered", "{settled:?}");
+    assert!(b.get("/api/v1/audit").body.contains("record.retry"));
+}

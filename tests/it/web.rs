@@ -645,14 +645,7 @@ fn dhis2_page_tests_the_connection_and_a_record_is_live_tested_rerendered_and_up
         let path = entry.unwrap().path();
         std::fs::copy(&path, temprs.join(path.file_name().unwrap())).unwrap();
     }
-    let astm = free_addr();
-    let (gw, addr) = web_gateway(&format!(
-        "{}\n{}",
-        tcp_source("gx-1", astm, "30s"),
-        dhis2_block(&sim, &temprs, "OuClinicA01")
-    ));
-    let mut b = Browser::new(addr);
-    let csrf = b.set_password();
+    let (gw, astm, mut b, csrf) = genexpert_to_dhis2(&sim, &temprs);
     let test = b.post_form("/dhis2/test", &[("csrf", &csrf)]);
     assert_eq!(test.status, 200, "{}", test.body);
     assert!(
@@ -843,14 +836,7 @@ fn a_rejected_record_is_sent_again_from_its_page_once_the_cause_is_fixed() {
     // DHIS2 refuses the imports (400: nothing imported, a person must act).
     sim.fault(serde_json::json!({"status": 400}));
     let temprs = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/temprs");
-    let astm = free_addr();
-    let (gw, addr) = web_gateway(&format!(
-        "{}\n{}",
-        tcp_source("gx-1", astm, "30s"),
-        dhis2_block(&sim, &temprs, "OuClinicA01")
-    ));
-    let mut b = Browser::new(addr);
-    let csrf = b.set_password();
+    let (gw, astm, mut b, csrf) = genexpert_to_dhis2(&sim, &temprs);
     gw.wait_listening(astm);
     play_genexpert(&astm.to_string());
     let settled = wait_settled(&gw, 1, Duration::from_secs(60));
@@ -875,4 +861,18 @@ fn a_rejected_record_is_sent_again_from_its_page_once_the_cause_is_fixed() {
     let settled = wait_settled(&gw, 1, Duration::from_secs(60));
     assert_eq!(settled[0].0, "delivered", "{settled:?}");
     assert!(b.get("/api/v1/audit").body.contains("record.retry"));
+}
+
+/// A gateway with the web page, one GeneXpert source (`gx-1`) and `[dhis2]` pointing at `sim`,
+/// its admin password set: the gateway, the ASTM address, a logged-in browser and its CSRF token.
+fn genexpert_to_dhis2(sim: &Dhis2Sim, temprs: &Path) -> (Gateway, SocketAddr, Browser, String) {
+    let astm = free_addr();
+    let (gw, addr) = web_gateway(&format!(
+        "{}\n{}",
+        tcp_source("gx-1", astm, "30s"),
+        dhis2_block(sim, temprs, "OuClinicA01")
+    ));
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    (gw, astm, b, csrf)
 }

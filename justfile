@@ -75,6 +75,13 @@ test: lint unit fuzz-smoke
 unit:
     cargo test --all-targets
 
+# Browser tests of the web page in headless Debian chromium (playwright-core); screenshots at
+# 360 px and 1280 px in target/web-screenshots/.
+web-test:
+    cargo build --bins
+    cd tests/web && npm ci --no-audit --no-fund --silent
+    node tests/web/browser.mjs
+
 # cargo fmt --check and clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check

@@ -47,6 +47,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
     )
     .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    start_with(config, store).await
+}
+
+/// Start every enabled source and the sync stages on an open store (also after a reload).
+pub async fn start_with(config: &Config, store: Store) -> anyhow::Result<Running> {
+    let mut running = start_sources(config, store).await?;
+    start_sync(config, &running.store, &mut running.tasks)?;
+    Ok(running)
+}
+
+/// Start every enabled source of `config` (not the sync stages).
+pub async fn start_sources(config: &Config, store: Store) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut listening = Vec::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
@@ -110,6 +122,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
         }
     }
+    Ok(Running {
+        store,
+        listening,
+        tasks,
+    })
+}
+
+/// Start the render and deliver stages of `[dhis2]` (or note that there are none).
+fn start_sync(config: &Config, store: &Store, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
     if let Some(d) = &config.dhis2 {
         let (rc, client) = sync_parts(config, d)?;
         tasks.spawn(pipeline::render_loop(
@@ -133,11 +154,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         store.clone(),
         config.store.keep_delivered,
     ));
-    Ok(Running {
-        store,
-        listening,
-        tasks,
-    })
+    Ok(())
 }
 
 /// Load the Temprs and build the DHIS2 client from `[dhis2]` (reads the secret now, so a missing
@@ -196,6 +213,161 @@ async fn serve_listener(listener: TcpListener, ctx: SourceCtx) {
             ingest::http::serve(listener, ctx, http).await
         }
         _ => ingest::tcp::serve(listener, ctx).await,
+    }
+}
+
+/// Run the config file at `path` until SIGINT or SIGTERM. With `[web]`, the web page is served
+/// too, and a config or Tempr edit made there restarts the sources and sync on the new config
+/// (the web server and the store stay up; connections to analyzers are re-established).
+pub async fn run_from(path: std::path::PathBuf, config: Config) -> anyhow::Result<()> {
+    let Some(web_settings) = config.web.clone() else {
+        return run(config).await;
+    };
+    let store = Store::open(
+        &config.store.path,
+        WriterSettings {
+            max_batch: config.store.max_batch,
+            queue: config.store.queue,
+        },
+    )
+    .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    let mut running = Parts::start(&config, &store).await?;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    let web = crate::web::Web::new(
+        store.clone(),
+        path.clone(),
+        config.clone(),
+        reload_tx,
+        sync_parts,
+    )
+    .await?;
+    web.replace(config.clone(), running.listening());
+    let listener = TcpListener::bind(web_settings.listen)
+        .await
+        .with_context(|| format!("web.listen: cannot listen on {}", web_settings.listen))?;
+    info!(addr = %listener.local_addr()?, "web page listening");
+    let server = tokio::spawn(crate::web::serve(listener, web.clone()));
+    info!(gateway = %config.gateway.name, store = %config.store.path.display(), "pocketgate running");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload_rx.recv() => {
+                while reload_rx.try_recv().is_ok() {}
+                match crate::config::load(&path) {
+                    Ok(new) => {
+                        running.reload(&new, &store).await?;
+                        web.replace(new, running.listening());
+                    }
+                    Err(e) => warn!(error = %e, "config reload refused; keeping the running config"),
+                }
+            }
+        }
+    }
+    info!("shutting down");
+    server.abort();
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The gateway as separately restartable parts, so a reload restarts only what changed: the
+/// sync stages (always: a Tempr may have changed) and each source whose settings changed. A source
+/// whose settings are the same keeps its task, its listener and its open connections.
+struct Parts {
+    sync: Running,
+    sources: Vec<(crate::config::SourceConfig, Running)>,
+    /// The `[limits]` the sources run with; a change restarts them all.
+    limits: crate::config::Limits,
+}
+
+impl Parts {
+    async fn start(config: &Config, store: &Store) -> anyhow::Result<Parts> {
+        let mut sources = Vec::new();
+        for s in config.sources.iter().filter(|s| s.enabled) {
+            sources.push((s.clone(), Self::source(config, s, store).await?));
+        }
+        Ok(Parts {
+            sync: Self::sync(config, store)?,
+            sources,
+            limits: config.limits.clone(),
+        })
+    }
+
+    fn sync(config: &Config, store: &Store) -> anyhow::Result<Running> {
+        let mut tasks = JoinSet::new();
+        start_sync(config, store, &mut tasks)?;
+        Ok(Running {
+            store: store.clone(),
+            listening: Vec::new(),
+            tasks,
+        })
+    }
+
+    async fn source(
+        config: &Config,
+        s: &crate::config::SourceConfig,
+        store: &Store,
+    ) -> anyhow::Result<Running> {
+        let one = Config {
+            sources: vec![s.clone()],
+            ..config.clone()
+        };
+        start_sources(&one, store.clone()).await
+    }
+
+    fn listening(&self) -> Vec<(SourceId, SocketAddr)> {
+        self.sources
+            .iter()
+            .flat_map(|(_, r)| r.listening.iter().cloned())
+            .collect()
+    }
+
+    /// Apply a new config: the sync stages restart; with new `[limits]` every source restarts,
+    /// otherwise only the sources that were added, removed or edited.
+    async fn reload(&mut self, new: &Config, store: &Store) -> anyhow::Result<()> {
+        let idle = Running {
+            store: store.clone(),
+            listening: Vec::new(),
+            tasks: JoinSet::new(),
+        };
+        // The old deliver stage stops before the new one starts: one sender at a time.
+        std::mem::replace(&mut self.sync, idle).shutdown().await;
+        self.sync = Self::sync(new, store)?;
+        let wanted: Vec<&crate::config::SourceConfig> =
+            new.sources.iter().filter(|s| s.enabled).collect();
+        let keep_all = self.limits == new.limits;
+        self.limits = new.limits.clone();
+        let (kept, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|(c, _)| keep_all && wanted.contains(&c));
+        // Stop first, so a source that moved keeps its port free for its new task.
+        let stopped = stop.len();
+        for (_, r) in stop {
+            r.shutdown().await;
+        }
+        let unchanged = kept.len();
+        self.sources = kept;
+        for s in wanted {
+            if !self.sources.iter().any(|(c, _)| c == s) {
+                self.sources
+                    .push((s.clone(), Self::source(new, s, store).await?));
+            }
+        }
+        info!(
+            unchanged,
+            stopped,
+            started = self.sources.len() - unchanged,
+            "config reloaded; unchanged sources keep their connections"
+        );
+        Ok(())
+    }
+
+    async fn shutdown(self) {
+        self.sync.shutdown().await;
+        for (_, r) in self.sources {
+            r.shutdown().await;
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`netcfg`]   network settings (hotspot, Wi-Fi/Ethernet/cellular uplinks) → hostapd,
 //!   wpa_supplicant, dnsmasq, ifupdown, pppd files, applied through a `System` seam
 //! - [`dhis2sim`] a DHIS2 2.36–2.42 test server (the `dhis2-sim` binary), for tests and the demo
+//! - [`web`]      the local web page and JSON API (axum, minijinja pages compiled in)
 //! - [`app`]      wiring and supervision only
 
 pub mod app;
@@ -32,3 +33,4 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod tempr;
+pub mod web;

@@ -190,7 +190,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("POCKETGATE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(pocketgate::web::logs::Tee)
         .init();
     match real_main() {
         Ok(code) => code,
@@ -205,8 +205,8 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            let config = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            runtime()?.block_on(pocketgate::app::run(config))?;
+            let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            runtime()?.block_on(pocketgate::app::run_from(config, loaded))?;
         }
         Command::CheckConfig { config: path } => match config::load(&path) {
             Ok(c) => println!(

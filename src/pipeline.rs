@@ -39,7 +39,7 @@ pub struct RenderCtx {
 }
 
 impl RenderCtx {
-    fn ctx(&self, previous: Option<(&Value, &Dhis2Request)>) -> Value {
+    pub fn ctx(&self, previous: Option<(&Value, &Dhis2Request)>) -> Value {
         json!({
             "gateway": { "name": self.gateway },
             "org_unit": self.org_unit,

@@ -9,6 +9,7 @@ pub mod raw;
 pub mod usb;
 
 pub use mqtt::{MqttSettings, MqttTls, MqttTopic, PayloadFormat};
+pub mod web;
 
 use crate::record::SourceId;
 use raw::{RawConfig, RawDuration, RawSource, RawTransport, Val};
@@ -27,6 +28,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Where results go; `None` = buffer only.
     pub dhis2: Option<Dhis2Settings>,
+    /// The web UI and JSON API; `None` = none.
+    pub web: Option<web::WebSettings>,
 }
 
 /// `[dhis2]`, validated. Secrets are named here (file or env var), read when sync starts.
@@ -666,7 +669,10 @@ impl Check<'_> {
             None => None,
         };
 
+        let resolved: Vec<SourceConfig> = sources.iter().map(|(_, s)| s.clone()).collect();
+        let web = raw.web.as_ref().map(|w| self.web(w, &resolved));
         Some(Config {
+            web,
             gateway: Gateway {
                 name,
                 data_dir: data_dir?,

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub sources: Vec<RawSource>,
     /// `[dhis2]`: where stored results are delivered. Without it pocketgate only buffers.
     pub dhis2: Option<RawDhis2>,
+    /// `[web]`: the local web page and JSON API. Without it there is none.
+    pub web: Option<super::web::RawWeb>,
 }
 
 /// `[dhis2]`
@@ -550,6 +552,7 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
             "store" => table(key, node, keys_of::<RawStore>(), errors),
             "limits" => table(key, node, keys_of::<RawLimits>(), errors),
             "dhis2" => table(key, node, keys_of::<RawDhis2>(), errors),
+            "web" => table(key, node, keys_of::<super::web::RawWeb>(), errors),
             "sources" => match &node.kind {
                 Kind::Array(items) => {
                     for (i, item) in items.iter().enumerate() {

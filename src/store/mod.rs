@@ -18,12 +18,14 @@ pub mod files;
 pub mod flood;
 pub mod outbox;
 pub mod retention;
+pub mod web;
 
 /// The numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
     include_str!("migrations/0003_file_progress.sql"),
+    include_str!("migrations/0004_web.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.

@@ -282,7 +282,12 @@ pub fn rerender(conn: &Connection, status: Option<RecordStatus>) -> rusqlite::Re
         stmt.query_map([status.map(|s| s.as_str())], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?
     };
-    for id in &ids {
+    rerender_ids(conn, &ids)
+}
+
+/// Put these messages back to `received` (see [`rerender`]); the web page's "re-render" button.
+pub fn rerender_ids(conn: &Connection, ids: &[i64]) -> rusqlite::Result<usize> {
+    for id in ids {
         conn.execute(
             "UPDATE outbox SET status = 'superseded' WHERE message_id = ?1 AND status IN ('pending', 'rejected')",
             [id],

@@ -15,3 +15,4 @@ mod poct1;
 mod profiles;
 mod support;
 mod sync;
+mod web;

@@ -439,7 +439,7 @@ fn http(
     serde_json::from_str(&rest).unwrap_or(serde_json::Value::Null)
 }
 
-fn dechunk(s: &str) -> String {
+pub fn dechunk(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some((size, after)) = rest.split_once("\r\n") {

@@ -1,0 +1,156 @@
+// Browser tests of the web page: the real gateway and the DHIS2 test server as processes, driven
+// in headless Debian chromium (playwright-core, no bundled browser). Walks first boot → add a
+// TCP ASTM device → a simulated GeneXpert result on the dashboard → DHIS2 test connection →
+// builder Tempr from the cached metadata → live test → delivered record; screenshots of every
+// page at phone (360 px) and desktop (1280 px) width under target/web-screenshots/.
+// Run: `just web-test` (builds the binaries first).
+import { chromium } from "playwright-core";
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = path.join(root, "target/debug/pocketgate");
+const SIM = path.join(root, "target/debug/dhis2-sim");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = path.join(root, "target/web-screenshots");
+const TOKEN = "d2pat_qg8aTF459WO5LMr0uLi7P3wG8IXq683V1086477046";
+const PASSWORD = "clinic-a-admin-2026";
+
+for (const [what, file] of [["pocketgate binary (cargo build)", BIN], ["dhis2-sim binary", SIM], ["chromium (apt-get install chromium)", CHROMIUM]]) {
+  if (!fs.existsSync(file)) { console.error(`missing ${what}: ${file}`); process.exit(2); }
+}
+
+function check(cond, msg) { if (!cond) throw new Error("check failed: " + msg); }
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function freePort() {
+  return new Promise((resolve) => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); }); });
+}
+async function waitPort(port, what) {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise((r) => { const c = net.connect(port, "127.0.0.1", () => { c.end(); r(true); }); c.on("error", () => r(false)); });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`${what} never listened on ${port}`);
+}
+
+const children = [];
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pg-web-test-"));
+fs.mkdirSync(SHOTS, { recursive: true });
+const temprs = path.join(dir, "temprs");
+fs.mkdirSync(temprs);
+for (const f of fs.readdirSync(path.join(root, "config/temprs"))) fs.copyFileSync(path.join(root, "config/temprs", f), path.join(temprs, f));
+
+const [webPort, simPort, astmPort] = [await freePort(), await freePort(), await freePort()];
+const sim = spawn(SIM, ["--listen", `127.0.0.1:${simPort}`, "--version", "2.41.3", "--token", TOKEN, "--user", "admin:district",
+  "--metadata", path.join(root, "tests/fixtures/dhis2/metadata.json")], { stdio: "ignore" });
+children.push(sim);
+const config = path.join(dir, "pocketgate.toml");
+fs.writeFileSync(config, `# browser test\n[gateway]\nname = "clinic-a"\ndata_dir = "${path.join(dir, "data")}"\n\n` +
+  `[web]\nlisten = "127.0.0.1:${webPort}"\n\n` +
+  `[dhis2]\nurl = "http://127.0.0.1:${simPort}"\ntoken_env = "PG_TEST_DHIS2_TOKEN"\ntemprs = "${temprs}"\norg_unit = "OuClinicA01"\nretry_min = "200ms"\nretry_max = "1s"\n`);
+const log = fs.openSync(path.join(dir, "gateway.log"), "a");
+const gw = spawn(BIN, ["run", "--config", config], { stdio: ["ignore", "ignore", log], env: { ...process.env, PG_TEST_DHIS2_TOKEN: TOKEN } });
+children.push(gw);
+
+const base = `http://127.0.0.1:${webPort}`;
+let browser;
+let failed = false;
+try {
+  await waitPort(simPort, "dhis2-sim");
+  await waitPort(webPort, "the web page");
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-background-networking"] });
+  const phone = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 1 });
+  const p = await phone.newPage();
+  const shot = async (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}-${page.viewportSize().width}.png`), fullPage: true });
+
+  // First boot: every page leads to the password form.
+  await p.goto(base + "/");
+  check(p.url().endsWith("/setup"), "first visit goes to /setup, got " + p.url());
+  await shot(p, "setup");
+  await p.fill("input[name=password]", PASSWORD);
+  await p.fill("input[name=confirm]", PASSWORD);
+  await p.click("text=Set password");
+  await p.waitForURL(base + "/");
+  check((await p.textContent("h1")) === "Dashboard", "dashboard after setup");
+
+  // Add a TCP ASTM device from the form (the serial fields are hidden for tcp-server).
+  await p.goto(base + "/devices/new");
+  await p.fill("input[name=id]", "genexpert-1");
+  await p.selectOption("select[name=transport]", "tcp-server");
+  check(!(await p.isVisible("input[name=port]")), "serial settings hidden for tcp-server");
+  await p.fill("input[name=listen]", `127.0.0.1:${astmPort}`);
+  await shot(p, "device-form");
+  await p.click("text=Save");
+  await p.waitForURL(base + "/devices");
+  check((await p.content()).includes("genexpert-1"), "device listed");
+  await shot(p, "devices");
+
+  // A simulated GeneXpert sends its result; it appears on the dashboard and is delivered.
+  await waitPort(astmPort, "the new ASTM source");
+  const out = execFileSync(BIN, ["simulate", "--tcp", `127.0.0.1:${astmPort}`, path.join(root, "tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.astm")]).toString();
+  check(out.includes("1 of 1 messages acknowledged"), out);
+  let dash = "";
+  for (let i = 0; i < 100 && !dash.includes("delivered 1"); i++) { await sleep(200); await p.goto(base + "/"); dash = await p.textContent("main"); }
+  check(dash.includes("genexpert-1") && dash.includes("delivered 1"), "dashboard shows the delivered result: " + dash);
+  await shot(p, "dashboard");
+
+  await p.goto(base + "/records");
+  await shot(p, "records");
+  await p.click("table a >> nth=0");
+  check((await p.textContent("main")).includes("<STX>1H|"), "raw bytes on the record page");
+  await shot(p, "record");
+
+  await p.goto(base + "/dhis2");
+  await p.click("text=Test connection");
+  check((await p.textContent("main")).includes("DHIS2 2.41.3"), "test connection shows the version");
+  await shot(p, "dhis2");
+
+  // Builder: dropdowns from the cached metadata, then the live test of the new Tempr.
+  await p.goto(base + "/temprs/new");
+  await p.selectOption("select[name=stage]", "LabGxEvnt01/LabRsltStg1");
+  await p.click("text=Choose");
+  await p.fill("input[name=name]", "gx-browser");
+  await p.selectOption("select[name=test_code]", "MTB-RIF/Xpert/MTB");
+  await p.selectOption("select[name='de.LabSmplId01']", "sample_id");
+  await p.selectOption("select[name='de.LabMtbRes01']", "results.MTB-RIF/Xpert/MTB.value");
+  await shot(p, "builder");
+  await p.click("text=Check and create");
+  await p.waitForURL(/\/temprs\/gx-browser/);
+  const test = await p.textContent("main");
+  check(test.includes("The record matches this Tempr.") && test.includes("passes"), "live test passes: " + test);
+  await shot(p, "tempr");
+  await p.goto(base + "/temprs");
+  await shot(p, "temprs");
+  await p.goto(base + "/system");
+  await shot(p, "system");
+
+  // Desktop width: log in as a new visitor and photograph every page.
+  const desk = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+  await desk.goto(base + "/");
+  check(desk.url().endsWith("/login"), "a new visitor must log in");
+  await shot(desk, "login");
+  await desk.fill("input[name=password]", PASSWORD);
+  await desk.click("text=Log in");
+  await desk.waitForURL(base + "/");
+  for (const [name, url] of [["dashboard", "/"], ["records", "/records"], ["record", "/records/1"], ["devices", "/devices"],
+    ["device-form", "/devices/genexpert-1"], ["temprs", "/temprs"], ["tempr", "/temprs/gx-browser?record=1"], ["builder", "/temprs/new?stage=LabGxEvnt01/LabRsltStg1"],
+    ["dhis2", "/dhis2"], ["system", "/system"]]) {
+    await desk.goto(base + url);
+    await shot(desk, name);
+  }
+  console.log(`browser tests passed; screenshots in ${path.relative(root, SHOTS)}/`);
+} catch (e) {
+  failed = true;
+  console.error(e.stack || e);
+  console.error("gateway log:\n" + fs.readFileSync(path.join(dir, "gateway.log"), "utf8").slice(-4000));
+} finally {
+  if (browser) await browser.close();
+  for (const c of children) c.kill("SIGTERM");
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

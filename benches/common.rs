@@ -287,7 +287,7 @@ impl Section {
 
     /// Print the section and write its fragment files.
     pub fn finish(self) {
-        print!("{}\n", self.md);
+        println!("{}", self.md);
         let dir = Self::dir();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{}.md", self.part)), &self.md).unwrap();

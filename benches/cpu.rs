@@ -43,7 +43,7 @@ enum Counter {
 impl Counter {
     fn name(&self) -> &'static str {
         match self {
-            Counter::Callgrind => "x86-64 release under valgrind --tool=callgrind",
+            Counter::Callgrind => "x86-64 under valgrind --tool=callgrind",
             Counter::QemuPlugin { .. } => "static aarch64 under qemu-aarch64-static + libinsn",
         }
     }

@@ -225,7 +225,7 @@ fn main() {
     }
     let mut s = Section::new("scale", &format!("The buffer at {n} stored records"));
     s.note(&format!("database created by `Store::open` (the migrations), seeded through that schema in {seed_s:.0} s: per record one 5-record ASTM message (wire bytes, text, SHA-256), its observation JSON and its outbox request (tracker event, ~0.5 KB); 99 % delivered, 1 % rendered with a pending request; then checkpointed and ANALYZEd{}", if full { "" } else { " (smoke: test build, not a figure to quote)" }));
-    s.note("query times are the wall time of the CLI process (start, open, query, print; what a person or the web UI's API handler waits for); the web UI's records page and status API run the same queries (`Reader::messages`, status counts); startup = spawn of `pocketgate run` → its ASTM port accepts; RSS 2 s after that");
+    s.note("query times are the wall time of the CLI process (start, open, query, print: what a person waits for); these are the queries a records page and a status API run (`Reader::messages`, counts by status); startup = spawn of `pocketgate run` → its ASTM port accepts; RSS 2 s after that");
     s.row(
         "db_size_mib",
         &format!("DB size on disk ({n} records)"),

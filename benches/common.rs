@@ -298,3 +298,13 @@ impl Section {
         .unwrap();
     }
 }
+
+/// What kind of build `bin` is, for the results file: only a release build is a figure to quote.
+pub fn build_kind(bin: &Path) -> &'static str {
+    let p = bin.to_string_lossy();
+    if p.contains("/release/") {
+        "release build: opt-level s, LTO, strip, panic=abort"
+    } else {
+        "NOT a release build: a smoke figure, not one to quote"
+    }
+}

@@ -142,13 +142,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut s = Section::new("ingest", "Ingest: durable commit before every reply");
     s.note(&format!(
-        "gateway `{}`{}",
+        "gateway `{}` ({})",
         bin.strip_prefix(&root).unwrap_or(&bin).display(),
-        if full {
-            " (x86-64 release: opt-level s, LTO, strip, panic=abort)"
-        } else {
-            " (smoke run of the test build: not a figure to quote)"
-        }
+        common::build_kind(&bin)
     ));
     s.note(&format!("workload per run and input: {CONNECTIONS} connections × {per_conn} messages, each connection waits for the reply before sending the next; ASTM: 8 sources, one ENQ…EOT transfer per 5-record Afinion-style message; HL7: 8 MLLP sources, one ORU^R01 per message, reply = ACK (AA); HTTP: one source, 8 keep-alive connections, one canonical-JSON observation per POST, reply = 201. Every message committed to SQLite (WAL, synchronous=FULL) before its reply; latency = first byte sent → last byte of the reply, at the client; each run has its own fresh gateway and database"));
 

@@ -380,9 +380,9 @@ fn main() {
 
     let mut s = Section::new("peer", "Peer, same job, same run: pocketgate vs Node-RED");
     s.note(&format!(
-        "pocketgate `{}`{}; Node-RED {} on `{}` ({}), flow benches/node-red/flows.json, settings benches/node-red/settings.js",
+        "pocketgate `{}` ({}); Node-RED {} on `{}` ({}), flow benches/node-red/flows.json, settings benches/node-red/settings.js",
         bin.strip_prefix(&root).unwrap_or(&bin).display(),
-        if full { " (x86-64 release)" } else { " (test build: smoke, not a figure to quote)" },
+        common::build_kind(&bin),
         nr.as_ref().map_or("(not installed: side not run)".to_string(), |n| n.version.clone()),
         nr.as_ref().map_or("-".to_string(), |n| n.node.clone()),
         Command::new(nr.as_ref().map_or("node", |n| n.node.as_str()))

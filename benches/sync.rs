@@ -366,14 +366,10 @@ fn main() {
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut s = Section::new("sync", &format!("Sync: a {n}-record backlog into DHIS2"));
     s.note(&format!(
-        "gateway `{}`, test server `{}`{}",
+        "gateway `{}` ({}), test server `{}`",
         bin.strip_prefix(&root).unwrap_or(&bin).display(),
+        common::build_kind(&bin),
         sim_bin.strip_prefix(&root).unwrap_or(&sim_bin).display(),
-        if full {
-            " (x86-64 release)"
-        } else {
-            " (smoke run of the test builds: not a figure to quote)"
-        }
     ));
     s.note(&format!("workload: {n} distinct HbA1c results sent over ASTM/TCP from {CONNECTIONS} concurrent connections to one source while DHIS2 (`dhis2-sim` 2.41.3, PAT auth) is down; each is committed (WAL, synchronous=FULL) before its ACK and rendered by a template Tempr into one tracker event; then the sim starts and the clock runs from its first accept until every message is `delivered` (status polled every {} ms, so ±{} ms); `batch_tracked_entities = {BATCH}`, `retry_min = \"200ms\"`, `retry_max = \"1s\"`", POLL.as_millis(), POLL.as_millis()));
     s.note(&format!("requests and bytes: `GET /__sim/stats` (HTTP bodies only, headers not counted; in = gateway → DHIS2, out = DHIS2 → gateway); afterwards `GET /__sim/objects` is checked to hold exactly {n} events with {n} distinct UIDs"));

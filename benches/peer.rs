@@ -299,7 +299,13 @@ fn one_side(
     }
     let end_to_end_s = t0.elapsed().as_secs_f64();
     let peak_rss_mib = proc_kib(pid, "VmHWM:") as f64 / 1024.0;
-    let events = sim.events().len();
+    // The sim counts a POST when it arrives; give the last imports a moment to finish.
+    let settle = Instant::now() + Duration::from_secs(2);
+    let mut events = sim.events().len();
+    while events < n && Instant::now() < settle {
+        std::thread::sleep(POLL);
+        events = sim.events().len();
+    }
     Figures {
         idle_rss_mib,
         accepted_per_s: n as f64 / accepted_s,

@@ -10,8 +10,8 @@
 //! BENCH_BIN (default target/release/pocketgate), BENCH_SIM_BIN (default target/release/dhis2-sim).
 //!
 //! Without `--bench` (that is, under `cargo test --all-targets`, as CI runs it) this is the smoke
-//! variant: one run of 500 records against the test builds of both binaries, printed, no
-//! results file.
+//! variant: one run of 500 records against the test builds of both binaries; its section goes
+//! to target/bench-results-smoke/, never to benches/results/.
 
 #[path = "common.rs"]
 mod common;

@@ -1,25 +1,31 @@
-//! `just bench`: ASTM over TCP from 8 concurrent simulated analyzers into the release binary,
-//! every message durably committed (WAL, synchronous=FULL) before its final ACK; plus the
-//! binary's size and idle RSS. Writes benches/results/<date>-<machine>.md.
+//! `cargo bench --bench ingest`: results from 8 concurrent connections into the release binary,
+//! every message durably committed (WAL, synchronous=FULL) before its reply — ASTM over TCP
+//! (8 analyzers, one E1381 transfer per message), HL7 v2 over MLLP (reply = the HL7 ACK) and
+//! HTTP JSON (`POST /results`, reply = 201); messages/s, latency from the first byte sent to
+//! the reply (p50/p99), peak RSS; plus the binaries' sizes and the idle RSS.
 //!
-//! Knobs (env): BENCH_RUNS (default 5), BENCH_MESSAGES per analyzer (default 500),
+//! Knobs (env): BENCH_RUNS (default 5), BENCH_MESSAGES per connection (default 500),
 //! BENCH_BIN (default target/release/pocketgate).
 //!
-//! Without `--bench` (that is, under `cargo test --all-targets`, as CI runs it) this is the smoke
-//! variant: one short run against the test build of the binary, printed, no results file.
+//! Without `--bench` (under `cargo test`, as CI runs it) this is the smoke variant: one short
+//! run per input against the test build; the section goes to target/bench-results-smoke/.
 
+#[path = "clients.rs"]
+mod clients;
 #[path = "common.rs"]
 mod common;
 
-use common::{env_usize, free_addrs, machine, proc_kib, stats};
-use pocketgate::sim::{self, SimOptions};
+use clients::Input;
+use common::{Section, bin_of, env_usize, free_addrs, full_run, pct_ms, proc_kib, repo_root};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ANALYZERS: usize = 8;
+const CONNECTIONS: usize = 8;
+/// Where `just cross` puts the static aarch64 build.
+const AARCH64_BIN: &str = "target/aarch64-unknown-linux-gnu/release/pocketgate";
 
 struct Gateway {
     child: Child,
@@ -34,17 +40,25 @@ impl Drop for Gateway {
     }
 }
 
-fn start(bin: &Path, sources: usize) -> Gateway {
+/// The gateway with `sources` listeners of `input` (HTTP: one listener; it serves them all).
+fn start(bin: &Path, input: Input) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
+    let sources = if input == Input::Json { 1 } else { CONNECTIONS };
     let addrs = free_addrs(sources);
     let mut cfg = format!(
-        "[gateway]\nname = \"bench\"\ndata_dir = \"{}\"\n",
-        dir.path().join("data").display()
+        "[gateway]\nname = \"bench\"\ndata_dir = \"{}\"\n\n[limits]\nmax_connections = {}\n",
+        dir.path().join("data").display(),
+        CONNECTIONS * 2
     );
+    let protocol = match input {
+        Input::Astm => "astm",
+        Input::Hl7 => "hl7",
+        Input::Json => "http",
+    };
     for (i, a) in addrs.iter().enumerate() {
         write!(
             cfg,
-            "\n[[sources]]\nid = \"an{i}\"\nprotocol = \"astm\"\ntransport = \"tcp-server\"\nlisten = \"{a}\"\n"
+            "\n[[sources]]\nid = \"an{i}\"\nprotocol = \"{protocol}\"\ntransport = \"tcp-server\"\nlisten = \"{a}\"\n"
         )
         .unwrap();
     }
@@ -59,31 +73,13 @@ fn start(bin: &Path, sources: usize) -> Gateway {
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --release` first)", bin.display()));
     for a in &addrs {
-        let until = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(a).is_err() {
-            assert!(Instant::now() < until, "gateway did not listen on {a}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_listening(*a, "gateway");
     }
     Gateway {
         child,
         _dir: dir,
         addrs,
     }
-}
-
-/// A realistic small result message (Afinion-style), distinct per analyzer and index.
-fn message(analyzer: usize, i: usize) -> Vec<u8> {
-    format!(
-        "H|\\^&|||Afinion 2^^A2-{analyzer:04}|||||||P|1|20240101120000\r\
-         P|1\r\
-         O|1|B{analyzer}-{i:06}||^^^HbA1c|R\r\
-         R|1|^^^HbA1c|{}.{}|%|4.0-6.0|N||F||||20240101120000\r\
-         L|1|N\r",
-        5 + i % 7,
-        i % 10
-    )
-    .into_bytes()
 }
 
 struct Run {
@@ -93,166 +89,138 @@ struct Run {
     peak_rss_kib: u64,
 }
 
-fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, per_analyzer: usize) -> Run {
-    let gw = start(bin, ANALYZERS);
+fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, input: Input, per_conn: usize) -> Run {
+    let gw = start(bin, input);
     let pid = gw.child.id();
     let t0 = Instant::now();
-    let latencies: Vec<Vec<Duration>> = rt.block_on(async {
+    let lat: Vec<Duration> = rt.block_on(async {
         let mut tasks = Vec::new();
-        for (a, addr) in gw.addrs.iter().copied().enumerate() {
+        for c in 0..CONNECTIONS {
+            // ASTM: one source per analyzer; HTTP: all connections to the one listener.
+            let addr = gw.addrs[c % gw.addrs.len()];
+            let tag = format!("B{c}-");
             tasks.push(tokio::spawn(async move {
-                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                s.set_nodelay(true).unwrap();
-                let mut lat = Vec::with_capacity(per_analyzer);
-                for i in 0..per_analyzer {
-                    // One transfer per message, timed from ENQ to the final ACK (EOT included).
-                    let t = Instant::now();
-                    let r = sim::play(&mut s, &[message(a, i)], &SimOptions::default())
-                        .await
-                        .unwrap();
-                    assert_eq!(r.acked, vec![0]);
-                    lat.push(t.elapsed());
-                }
-                lat
+                clients::drive(input, addr, 1, per_conn, &tag).await
             }));
         }
         let mut all = Vec::new();
         for t in tasks {
-            all.push(t.await.unwrap());
+            all.extend(t.await.unwrap());
         }
+        all.sort();
         all
     });
     let elapsed = t0.elapsed();
-    let peak = proc_kib(pid, "VmHWM:");
-    let mut lat: Vec<Duration> = latencies.into_iter().flatten().collect();
-    lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     Run {
-        msgs_per_s: (ANALYZERS * per_analyzer) as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        peak_rss_kib: peak,
+        msgs_per_s: (CONNECTIONS * per_conn) as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct_ms(&lat, 0.50),
+        p99_ms: pct_ms(&lat, 0.99),
+        peak_rss_kib: proc_kib(pid, "VmHWM:"),
     }
 }
 
+fn mib_of_file(path: &Path) -> Option<f64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+}
+
 fn main() {
-    // `cargo bench` passes --bench; `cargo test` does not: then run the smoke variant.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = full_run();
     let runs = if full { env_usize("BENCH_RUNS", 5) } else { 1 };
-    let per_analyzer = if full {
+    let per_conn = if full {
         env_usize("BENCH_MESSAGES", 500)
     } else {
         20
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = match std::env::var("BENCH_BIN") {
-        Ok(b) => PathBuf::from(b),
-        Err(_) if full => root.join("target/release/pocketgate"),
-        Err(_) => PathBuf::from(env!("CARGO_BIN_EXE_pocketgate")),
-    };
+    let root = repo_root();
+    let bin = bin_of(
+        "BENCH_BIN",
+        "target/release/pocketgate",
+        env!("CARGO_BIN_EXE_pocketgate"),
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut s = Section::new("ingest", "Ingest: durable commit before every reply");
+    s.note(&format!(
+        "gateway `{}` ({})",
+        bin.strip_prefix(&root).unwrap_or(&bin).display(),
+        common::build_kind(&bin)
+    ));
+    s.note(&format!("workload per run and input: {CONNECTIONS} connections × {per_conn} messages, each connection waits for the reply before sending the next; ASTM: 8 sources, one ENQ…EOT transfer per 5-record Afinion-style message; HL7: 8 MLLP sources, one ORU^R01 per message, reply = ACK (AA); HTTP: one source, 8 keep-alive connections, one canonical-JSON observation per POST, reply = 201. Every message committed to SQLite (WAL, synchronous=FULL) before its reply; latency = first byte sent → last byte of the reply, at the client; each run has its own fresh gateway and database"));
 
-    // Idle RSS: a started gateway with 8 sources, nothing connected, after 2 s.
+    // Idle RSS: a started gateway with 8 ASTM sources, nothing connected, after 2 s.
     let mut idle = Vec::new();
     for _ in 0..runs {
-        let gw = start(&bin, ANALYZERS);
+        let gw = start(&bin, Input::Astm);
         std::thread::sleep(Duration::from_secs(2));
         idle.push(proc_kib(gw.child.id(), "VmRSS:") as f64 / 1024.0);
     }
-    let mut results = Vec::new();
-    for r in 0..runs {
-        let run = one_run(&rt, &bin, per_analyzer);
-        eprintln!(
-            "run {}: {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {} KiB",
-            r + 1,
-            run.msgs_per_s,
-            run.p50_ms,
-            run.p99_ms,
-            run.peak_rss_kib
+    for input in [Input::Astm, Input::Hl7, Input::Json] {
+        let mut results = Vec::new();
+        for r in 0..runs {
+            let run = one_run(&rt, &bin, input, per_conn);
+            eprintln!(
+                "{} run {}: {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {} KiB",
+                input.name(),
+                r + 1,
+                run.msgs_per_s,
+                run.p50_ms,
+                run.p99_ms,
+                run.peak_rss_kib
+            );
+            results.push(run);
+        }
+        let key = match input {
+            Input::Astm => "astm",
+            Input::Hl7 => "hl7",
+            Input::Json => "http_json",
+        };
+        let name = input.name();
+        let per = |f: fn(&Run) -> f64| results.iter().map(f).collect::<Vec<f64>>();
+        s.row(
+            &format!("{key}_msgs_per_s"),
+            &format!("{name}: messages/s, 8 connections, durable commit before reply"),
+            "msg/s",
+            per(|r| r.msgs_per_s),
         );
-        results.push(run);
+        s.row(
+            &format!("{key}_p50_ms"),
+            &format!("{name}: latency p50 (send → reply)"),
+            "ms",
+            per(|r| r.p50_ms),
+        );
+        s.row(
+            &format!("{key}_p99_ms"),
+            &format!("{name}: latency p99"),
+            "ms",
+            per(|r| r.p99_ms),
+        );
+        s.row(
+            &format!("{key}_peak_rss_mib"),
+            &format!("{name}: peak RSS under load (VmHWM)"),
+            "MiB",
+            per(|r| r.peak_rss_kib as f64 / 1024.0),
+        );
     }
-    let size_mib = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0) as f64 / (1024.0 * 1024.0);
-    let (host, cpu) = machine();
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let date = Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "undated".into());
-
-    let row = |name: &str, unit: &str, v: Vec<f64>| {
-        let (min, med, max) = stats(v);
-        format!("| {name} | {med:.2} | {min:.2} | {max:.2} | {unit} |\n")
-    };
-    let kind = if full {
-        "x86-64 release: opt-level s, LTO, strip, panic=abort"
-    } else {
-        "smoke run of the test build: not a figure to quote"
-    };
-    let mut md = String::new();
-    writeln!(md, "# Ingest benchmark — {date}\n").unwrap();
-    writeln!(
-        md,
-        "- machine: `{host}`, {cpu}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    )
-    .unwrap();
-    writeln!(
-        md,
-        "- commit: `{commit}`; binary: `{}` ({size_mib:.2} MiB, {kind})",
-        bin.strip_prefix(&root).unwrap_or(&bin).display()
-    )
-    .unwrap();
-    writeln!(md, "- workload: {ANALYZERS} simulated analyzers on 8 TCP server sources, {per_analyzer} messages each per run (one ENQ…EOT transfer per 5-record Afinion-style message); every message committed to SQLite (WAL, synchronous=FULL) before its final ACK; latency = ENQ to final ACK seen by the analyzer").unwrap();
-    writeln!(
-        md,
-        "- {runs} runs; median with min/max. Numbers from different machines are not comparable.\n"
-    )
-    .unwrap();
-    md.push_str("| figure | median | min | max | unit |\n|---|---|---|---|---|\n");
-    md.push_str(&row(
-        "messages/s, 8 analyzers, durable commit before ACK",
-        "msg/s",
-        results.iter().map(|r| r.msgs_per_s).collect(),
-    ));
-    md.push_str(&row(
-        "latency p50 (ENQ → final ACK)",
-        "ms",
-        results.iter().map(|r| r.p50_ms).collect(),
-    ));
-    md.push_str(&row(
-        "latency p99",
-        "ms",
-        results.iter().map(|r| r.p99_ms).collect(),
-    ));
-    md.push_str(&row(
-        "peak RSS under load",
+    s.row(
+        "idle_rss_mib",
+        "idle RSS (8 ASTM sources, 2 s after start)",
         "MiB",
-        results
-            .iter()
-            .map(|r| r.peak_rss_kib as f64 / 1024.0)
-            .collect(),
-    ));
-    md.push_str(&row("idle RSS (8 sources, 2 s after start)", "MiB", idle));
-    md.push_str(&format!(
-        "| release binary size (x86-64) | {size_mib:.2} | | | MiB |\n"
-    ));
-    print!("{md}");
-    if !full {
-        return;
+        idle,
+    );
+    if let Some(mib) = mib_of_file(&bin) {
+        s.row(
+            "binary_x86_64_mib",
+            "binary size (x86-64, the one measured)",
+            "MiB",
+            vec![mib],
+        );
     }
-    let dir = root.join("benches/results");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{date}-{host}.md"));
-    std::fs::write(&out, md).unwrap();
-    eprintln!("wrote {}", out.display());
+    match mib_of_file(&root.join(AARCH64_BIN)) {
+        Some(mib) => {
+            s.row("binary_aarch64_mib", "binary size (static aarch64, `just cross`)", "MiB", vec![mib]);
+        }
+        None => s.note(&format!("aarch64 binary size: not measured: aarch64 binary missing ({AARCH64_BIN}; built by `just cross`)")),
+    }
+    s.finish();
 }

@@ -3,26 +3,29 @@
 //! from 8 concurrent connections, every message durably committed before its ACK); then the sim
 //! starts and the clock runs until every message is `delivered`. Reports seconds, records/s,
 //! requests and HTTP body bytes per record (from `GET /__sim/stats`), and the gateway's RSS
-//! during the drain. Writes benches/results/<date>-<machine>-sync.md.
+//! during the drain, and how far it returns to idle afterwards. Its section goes into the
+//! results file `benches/report.rs` assembles.
 //!
-//! Knobs (env): BENCH_RUNS (default 3), BENCH_RECORDS (default 100000),
+//! Knobs (env): BENCH_RUNS (default 5), BENCH_RECORDS (default 100000),
 //! BENCH_BIN (default target/release/pocketgate), BENCH_SIM_BIN (default target/release/dhis2-sim).
 //!
 //! Without `--bench` (that is, under `cargo test --all-targets`, as CI runs it) this is the smoke
-//! variant: one run of 500 records against the test builds of both binaries, printed, no
-//! results file.
+//! variant: one run of 500 records against the test builds of both binaries; its section goes
+//! to target/bench-results-smoke/, never to benches/results/.
 
 #[path = "common.rs"]
 mod common;
 
-use common::{env_usize, free_addrs, machine, proc_kib, stats};
+use common::{
+    Dhis2Sim, SIM_TOKEN, Section, bin_of, env_usize, free_addrs, full_run, get_json, proc_kib,
+    repo_root, stats, wait_listening,
+};
 use pocketgate::sim::{self, SimOptions};
 use pocketgate::store::Reader;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,8 +33,6 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: usize = 8;
 /// Records per `POST /api/tracker` (DHIS2's own tracker benchmark posts ~500 objects).
 const BATCH: usize = 500;
-/// The PAT the sim accepts (same as tests/it/support.rs: checksum-valid under 2.41+).
-const SIM_TOKEN: &str = "d2pat_qg8aTF459WO5LMr0uLi7P3wG8IXq683V1086477046";
 const TOKEN_ENV: &str = "PG_BENCH_DHIS2_TOKEN";
 const OU: &str = "OuClinicA01";
 /// How often the database and the gateway's RSS are sampled.
@@ -42,6 +43,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// would cost their ~360 B each.
 const FLAT_MIB: f64 = 4.0;
 const TARGET_S: f64 = 60.0;
+/// How long after the drain the settled RSS is read.
+const SETTLE: Duration = Duration::from_secs(5);
+/// "Near idle" after the drain: within this of the idle RSS before the backlog.
+const NEAR_IDLE_MIB: f64 = 2.0;
 
 /// The template Tempr of tests/it/sync.rs: one event in the lab-results event program.
 const HBA1C_TEMPR: &str = r#"
@@ -71,53 +76,6 @@ template = '''
 [match]
 test_codes = "HbA1c"
 "#;
-
-fn wait_listening(addr: SocketAddr, what: &str) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < until, "{what} did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The DHIS2 test server as a process; created stopped (the link is down).
-struct Dhis2Sim {
-    bin: PathBuf,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Dhis2Sim {
-    fn spawn(&mut self) {
-        let metadata =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhis2/metadata.json");
-        let child = Command::new(&self.bin)
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .args(["--version", "2.41.3", "--token", SIM_TOKEN, "--metadata"])
-            .arg(metadata)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (run `cargo build --release --bins` first)",
-                    self.bin.display()
-                )
-            });
-        self.child = Some(child);
-        wait_listening(self.addr, "dhis2-sim");
-    }
-}
-
-impl Drop for Dhis2Sim {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 struct Gateway {
     child: Child,
@@ -250,48 +208,6 @@ fn message(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A minimal HTTP/1.1 GET returning the JSON body (the sim's admin API, on 127.0.0.1).
-fn get_json(addr: SocketAddr, path: &str) -> Value {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
-    let body = &out[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: {e}\n{head}"))
-}
-
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let n = std::str::from_utf8(&rest[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or(0);
-        let after = &rest[eol + 2..];
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.extend_from_slice(&after[..n]);
-        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
-    }
-    out
-}
-
 struct Run {
     ingest_s: f64,
     rendered_s: f64,
@@ -305,6 +221,10 @@ struct Run {
     rss_tenth_kib: u64,
     rss_peak_kib: u64,
     rss_after_kib: u64,
+    /// 2 s after start, before the first message.
+    rss_idle_kib: u64,
+    /// `SETTLE` after the last delivery.
+    rss_settled_kib: u64,
     hwm_kib: u64,
 }
 
@@ -313,13 +233,12 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, sim_bin: &Path, n: usize) -
         unreachable!()
     };
     // The sim is not started yet: the gateway's DHIS2 is down while the backlog builds.
-    let mut dhis2 = Dhis2Sim {
-        bin: sim_bin.to_owned(),
-        addr: sim_addr,
-        child: None,
-    };
+    let mut dhis2 = Dhis2Sim::new(sim_bin, sim_addr);
     let gw = Gateway::start(bin, gw_addr, sim_addr);
     let pid = gw.child.id();
+    // Idle: started, nothing received yet (DHIS2 down: the link probe is the only activity).
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle_kib = proc_kib(pid, "VmRSS:");
     let within = Duration::from_secs(60 + n as u64 / 100);
 
     // 1. The backlog: N distinct results over 8 connections, each durably stored before its ACK.
@@ -363,6 +282,9 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, sim_bin: &Path, n: usize) -
     let drain_s = t1.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1));
     let rss_after_kib = proc_kib(pid, "VmRSS:");
+    // "Returns near idle": the backlog is gone; what the process still holds after a quiet spell.
+    std::thread::sleep(SETTLE);
+    let rss_settled_kib = proc_kib(pid, "VmRSS:");
     let hwm_kib = proc_kib(pid, "VmHWM:");
 
     // 3. What went over the wire, and what DHIS2 holds: each result exactly once.
@@ -385,25 +307,21 @@ fn one_run(rt: &tokio::runtime::Runtime, bin: &Path, sim_bin: &Path, n: usize) -
         rss_tenth_kib: rss_tenth_kib.unwrap_or(rss_peak_kib),
         rss_peak_kib,
         rss_after_kib,
+        rss_idle_kib,
+        rss_settled_kib,
         hwm_kib,
     }
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test` does not: then run the smoke variant.
-    let full = std::env::args().any(|a| a == "--bench");
-    let runs = if full { env_usize("BENCH_RUNS", 3) } else { 1 };
+    let full = full_run();
+    let runs = if full { env_usize("BENCH_RUNS", 5) } else { 1 };
     let n = if full {
         env_usize("BENCH_RECORDS", 100_000)
     } else {
         500
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin_of = |var: &str, release: &str, test_build: &str| match std::env::var(var) {
-        Ok(b) => PathBuf::from(b),
-        Err(_) if full => root.join(release),
-        Err(_) => PathBuf::from(test_build),
-    };
+    let root = repo_root();
     let bin = bin_of(
         "BENCH_BIN",
         "target/release/pocketgate",
@@ -422,7 +340,7 @@ fn main() {
         eprintln!(
             "run {}: ingest {:.1} s, rendered at {:.1} s; drain {:.2} s ({:.0} records/s), \
              {} requests ({} POST /api/tracker), {:.0} B in / {:.0} B out per record, \
-             RSS {:.1} → {:.1} at 10 % → peak {:.1} → after {:.1} MiB",
+             RSS idle {:.1}, {:.1} → {:.1} at 10 % → peak {:.1} → after {:.1} → settled {:.1} MiB",
             r + 1,
             run.ingest_s,
             run.rendered_s,
@@ -432,150 +350,139 @@ fn main() {
             run.tracker_posts,
             run.bytes_in as f64 / n as f64,
             run.bytes_out as f64 / n as f64,
+            mib(run.rss_idle_kib),
             mib(run.rss_start_kib),
             mib(run.rss_tenth_kib),
             mib(run.rss_peak_kib),
             mib(run.rss_after_kib),
+            mib(run.rss_settled_kib),
         );
         results.push(run);
     }
-    let (host, cpu) = machine();
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let date = Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "undated".into());
-
-    let row = |name: &str, unit: &str, v: Vec<f64>| {
-        let (min, med, max) = stats(v);
-        format!("| {name} | {med:.2} | {min:.2} | {max:.2} | {unit} |\n")
-    };
     let per = |f: fn(&Run) -> f64| results.iter().map(f).collect::<Vec<f64>>();
-    let kind = if full {
-        "x86-64 release: opt-level s, LTO, strip, panic=abort"
-    } else {
-        "smoke run of the test build: not a figure to quote"
-    };
     let worst_s = stats(per(|r| r.drain_s)).2;
     let worst_growth = stats(per(|r| mib(r.rss_peak_kib) - mib(r.rss_tenth_kib))).2;
+    let worst_left = stats(per(|r| mib(r.rss_settled_kib) - mib(r.rss_idle_kib))).2;
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
-    let mut md = String::new();
-    writeln!(md, "# Sync benchmark — {date}\n").unwrap();
-    writeln!(
-        md,
-        "- machine: `{host}`, {cpu}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    )
-    .unwrap();
-    writeln!(
-        md,
-        "- commit: `{commit}`; gateway `{}`, test server `{}` ({kind})",
+    let mut s = Section::new("sync", &format!("Sync: a {n}-record backlog into DHIS2"));
+    s.note(&format!(
+        "gateway `{}` ({}), test server `{}`",
         bin.strip_prefix(&root).unwrap_or(&bin).display(),
-        sim_bin.strip_prefix(&root).unwrap_or(&sim_bin).display()
-    )
-    .unwrap();
-    writeln!(md, "- workload: {n} distinct HbA1c results sent over ASTM/TCP from {CONNECTIONS} concurrent connections to one source while DHIS2 (`dhis2-sim` 2.41.3, PAT auth) is down; each is committed (WAL, synchronous=FULL) before its ACK and rendered by a template Tempr into one tracker event; then the sim starts and the clock runs from its first accept until every message is `delivered` (status polled every {} ms, so ±{} ms); `batch_tracked_entities = {BATCH}`, `retry_min = \"200ms\"`, `retry_max = \"1s\"`", POLL.as_millis(), POLL.as_millis()).unwrap();
-    writeln!(md, "- requests and bytes: `GET /__sim/stats` (HTTP bodies only, headers not counted; in = gateway → DHIS2, out = DHIS2 → gateway); afterwards `GET /__sim/objects` is checked to hold exactly {n} events with {n} distinct UIDs").unwrap();
-    writeln!(md, "- RSS: the gateway's VmRSS sampled every {} ms during the drain; \"after\" = 1 s after the last delivery; VmHWM = the kernel's high-water mark over the whole run (ingest and render included; it is updated lazily and can lag the sampled VmRSS slightly)", POLL.as_millis()).unwrap();
-    writeln!(
-        md,
-        "- target: drain ≤ {TARGET_S:.0} s — {} (slowest run {worst_s:.1} s); flat memory (RSS grows ≤ {FLAT_MIB:.0} MiB from 10 % delivered to the end) — {} (largest growth {worst_growth:.1} MiB)",
+        common::build_kind(&bin),
+        sim_bin.strip_prefix(&root).unwrap_or(&sim_bin).display(),
+    ));
+    s.note(&format!("workload: {n} distinct HbA1c results sent over ASTM/TCP from {CONNECTIONS} concurrent connections to one source while DHIS2 (`dhis2-sim` 2.41.3, PAT auth) is down; each is committed (WAL, synchronous=FULL) before its ACK and rendered by a template Tempr into one tracker event; then the sim starts and the clock runs from its first accept until every message is `delivered` (status polled every {} ms, so ±{} ms); `batch_tracked_entities = {BATCH}`, `retry_min = \"200ms\"`, `retry_max = \"1s\"`", POLL.as_millis(), POLL.as_millis()));
+    s.note(&format!("requests and bytes: `GET /__sim/stats` (HTTP bodies only, headers not counted; in = gateway → DHIS2, out = DHIS2 → gateway); afterwards `GET /__sim/objects` is checked to hold exactly {n} events with {n} distinct UIDs"));
+    s.note(&format!("RSS: idle = 2 s after start, before the first message; during the drain VmRSS is sampled every {} ms; \"after\" = 1 s after the last delivery, \"settled\" = {} s later; VmHWM = the kernel's high-water mark over the whole run", POLL.as_millis(), SETTLE.as_secs() + 1));
+    s.note(&format!(
+        "targets: drain ≤ {TARGET_S:.0} s — {} (slowest run {worst_s:.1} s); flat memory (RSS grows ≤ {FLAT_MIB:.0} MiB from 10 % delivered to the end) — {} (largest growth {worst_growth:.1} MiB); back near idle after the drain (settled RSS ≤ idle + {NEAR_IDLE_MIB:.0} MiB) — {} (largest excess {worst_left:.1} MiB)",
         met(worst_s <= TARGET_S),
-        met(worst_growth <= FLAT_MIB)
-    )
-    .unwrap();
-    writeln!(
-        md,
-        "- {runs} runs, each with its own fresh gateway, database and sim; median with min/max. Numbers from different machines are not comparable.\n"
-    )
-    .unwrap();
-    md.push_str("| figure | median | min | max | unit |\n|---|---|---|---|---|\n");
-    md.push_str(&row(
+        met(worst_growth <= FLAT_MIB),
+        met(worst_left <= NEAR_IDLE_MIB),
+    ));
+    s.note("each run has its own fresh gateway, database and sim");
+    s.row(
+        "drain_s",
         &format!("drain: {n} records into DHIS2"),
         "s",
         per(|r| r.drain_s),
-    ));
+    );
     let nf = n as f64;
-    md.push_str(&row(
+    s.row(
+        "drain_records_per_s",
         "drain rate",
         "records/s",
         results.iter().map(|r| nf / r.drain_s).collect(),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "requests",
         "requests to DHIS2 (all routes)",
         "requests",
         per(|r| r.requests as f64),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "tracker_posts",
         "of which `POST /api/tracker`",
         "requests",
         per(|r| r.tracker_posts as f64),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "bytes_in_per_record",
         "bytes in (request bodies) per record",
         "B",
         results.iter().map(|r| r.bytes_in as f64 / nf).collect(),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "bytes_out_per_record",
         "bytes out (response bodies) per record",
         "B",
         results.iter().map(|r| r.bytes_out as f64 / nf).collect(),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "rss_idle_mib",
+        "gateway RSS idle, before the backlog",
+        "MiB",
+        per(|r| mib(r.rss_idle_kib)),
+    );
+    s.row(
+        "rss_drain_start_mib",
         "gateway RSS at drain start",
         "MiB",
         per(|r| mib(r.rss_start_kib)),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "rss_tenth_mib",
         "gateway RSS at 10 % delivered",
         "MiB",
         per(|r| mib(r.rss_tenth_kib)),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "rss_drain_peak_mib",
         "gateway peak RSS during drain",
         "MiB",
         per(|r| mib(r.rss_peak_kib)),
-    ));
-    md.push_str(&row(
-        "gateway RSS after drain",
+    );
+    s.row(
+        "rss_after_mib",
+        "gateway RSS 1 s after the drain",
         "MiB",
         per(|r| mib(r.rss_after_kib)),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "rss_settled_mib",
+        &format!("gateway RSS {} s after the drain", SETTLE.as_secs() + 1),
+        "MiB",
+        per(|r| mib(r.rss_settled_kib)),
+    );
+    s.row(
+        "rss_settled_minus_idle_mib",
+        "settled minus idle (what the drain left behind)",
+        "MiB",
+        per(|r| mib(r.rss_settled_kib) - mib(r.rss_idle_kib)),
+    );
+    s.row(
+        "hwm_mib",
         "gateway VmHWM (whole run)",
         "MiB",
         per(|r| mib(r.hwm_kib)),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "backlog_ingest_s",
         &format!("backlog ingest: {n} messages ACKed, {CONNECTIONS} connections"),
         "s",
         per(|r| r.ingest_s),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "backlog_ingest_msgs_per_s",
         "ingest rate, durable commit before ACK",
         "msg/s",
         results.iter().map(|r| nf / r.ingest_s).collect(),
-    ));
-    md.push_str(&row(
+    );
+    s.row(
+        "backlog_rendered_s",
         "backlog fully rendered (from first send)",
         "s",
         per(|r| r.rendered_s),
-    ));
-    print!("{md}");
-    if !full {
-        return;
-    }
-    let dir = root.join("benches/results");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{date}-{host}-sync.md"));
-    std::fs::write(&out, md).unwrap();
-    eprintln!("wrote {}", out.display());
+    );
+    s.finish();
 }

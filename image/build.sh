@@ -120,13 +120,16 @@ dd if="$work/boot.vfat" of="$img" bs=512 seek=$s1 conv=notrunc status=none
 dd if="$work/root.ext4" of="$img" bs=512 seek=$s2 conv=notrunc status=none
 dd if="$work/data.ext4" of="$img" bs=512 seek=$s3 conv=notrunc status=none
 t1=$(date +%s.%N)
-# IMAGE_XZ=0 skips compression (the boot test uses the raw image).
-cp "$img" "$out/pocketgate-$board.img"
+# IMAGE_XZ=0 keeps the raw image instead (the boot test and check-boards use it).
+rm -f "$out/pocketgate-$board.img" "$out/pocketgate-$board.img.xz"
 if [ "${IMAGE_XZ:-1}" = 1 ]; then
     xz -T0 -3 -c "$img" > "$out/pocketgate-$board.img.xz.tmp" && mv "$out/pocketgate-$board.img.xz.tmp" "$out/pocketgate-$board.img.xz"
+else
+    mv "$img" "$out/pocketgate-$board.img"
 fi
+rm -rf "$work"   # the staging tree is ~1 GiB
 t2=$(date +%s.%N)
-echo "image: $out/pocketgate-$board.img ($(( (s3 + n3) / 2048 )) MiB; root ${root_mb} MiB)" \
+echo "image: $out/pocketgate-$board.img$([ "${IMAGE_XZ:-1}" = 1 ] && echo .xz) ($(( (s3 + n3) / 2048 )) MiB; root ${root_mb} MiB)" \
     "assembled in $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s, xz $(awk "BEGIN{printf \"%.1f\", $t2 - $t1}") s"
 [ "${IMAGE_XZ:-1}" = 1 ] && ls -l "$out/pocketgate-$board.img.xz"
 exit 0

@@ -9,7 +9,9 @@ here=$(cd "$(dirname "$0")" && pwd); repo=$(dirname "$here")
 fail=0; passed=0
 bad() { echo "check-boards: $board: $*"; fail=$((fail + 1)); }
 for board in "$@"; do
+    before=$fail
     img=$here/out/pocketgate-$board.img
+    mkdir -p "$here/work"
     [ -f "$img" ] || IMAGE_XZ=0 "$here/build.sh" "$board" >/dev/null
     # shellcheck disable=SC1090
     . "$repo/board/$board/board.env"
@@ -32,13 +34,15 @@ for board in "$@"; do
         echo "$files" | grep -q "^::/$f$" || bad "boot partition lacks $f"
     done
     for d in $DTBS; do echo "$files" | grep -q "^::/${d##*/}$" || bad "boot partition lacks ${d##*/}"; done
-    mtype -i "$fat" ::/vmlinuz | head -c 64 | grep -q "ARMd" || bad "vmlinuz is not an arm64 Image"
+    [ "$(mcopy -n -i "$fat" ::/vmlinuz - | head -c 60 | tail -c 4)" = "ARMd" ] || bad "vmlinuz is not an arm64 Image"
     cfg=$(mtype -i "$fat" ::/config.txt)
     for want in arm_64bit=1 kernel=vmlinuz "initramfs initrd.img followkernel" enable_uart=1; do
         echo "$cfg" | grep -qx "$want" || bad "config.txt lacks '$want'"
     done
     root=$(mtype -i "$fat" ::/cmdline.txt | grep -o 'root=[^ ]*')
     [ "$root" = root=LABEL=pg-root ] || bad "cmdline.txt root is '$root', not p2's label"
+    rm -f "$here/work/check-p2" "$here/work/check-p3"
+    [ $fail -eq "$before" ] || continue
     echo "check-boards: $board: $(basename "$img") partition table, boot files, DTBs ($DTBS), cmdline root ok"
     passed=$((passed + 1))
 done

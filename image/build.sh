@@ -94,6 +94,8 @@ else
     fw=$ext/raspi-firmware/usr/lib/raspi-firmware
     for f in $RPI_FIRMWARE; do cp "$fw/$f" "$bootdir/"; done
     for d in $DTBS; do cp "$kpkg/usr/lib/linux-image-$kver/$d" "$bootdir/"; done
+    command -v fdtput >/dev/null || { echo "build: fdtput missing (apt-get install device-tree-compiler)" >&2; exit 2; }
+    for d in $DTBS; do "$here/rpi-dtb.sh" "$bootdir/${d##*/}" >/dev/null; done
     cp "$bdir/config.txt" "$bootdir/config.txt"
     mkdir -p "$root/lib/firmware/brcm"
     cp -a "$ext"/firmware-brcm80211/lib/firmware/brcm/brcmfmac434* "$root/lib/firmware/brcm/" 2>/dev/null || true

@@ -33,7 +33,16 @@ for board in "$@"; do
     for f in vmlinuz initrd.img config.txt cmdline.txt $RPI_FIRMWARE; do
         echo "$files" | grep -q "^::/$f$" || bad "boot partition lacks $f"
     done
-    for d in $DTBS; do echo "$files" | grep -q "^::/${d##*/}$" || bad "boot partition lacks ${d##*/}"; done
+    for d in $DTBS; do
+        dtb=$here/work/check.dtb
+        mcopy -n -i "$fat" "::/${d##*/}" "$dtb" 2>/dev/null || { bad "boot partition lacks ${d##*/}"; continue; }
+        # RS-232 HAT: the PL011 (uart0) is routed to GPIO 14/15 and Bluetooth is off (rpi-dtb.sh).
+        g=$(fdtget -l "$dtb" /soc | grep -m1 '^gpio@')
+        [ "$(fdtget "$dtb" /soc/serial@7e201000 pinctrl-0)" = "$(fdtget "$dtb" "/soc/$g/uart0_gpio14" phandle 2>/dev/null)" ] \
+            || bad "${d##*/}: uart0 is not on GPIO 14/15"
+        [ "$(fdtget "$dtb" /soc/serial@7e201000/bluetooth status 2>/dev/null)" = disabled ] || bad "${d##*/}: bluetooth still owns uart0"
+        rm -f "$dtb"
+    done
     [ "$(mcopy -n -i "$fat" ::/vmlinuz - | head -c 60 | tail -c 4)" = "ARMd" ] || bad "vmlinuz is not an arm64 Image"
     cfg=$(mtype -i "$fat" ::/config.txt)
     for want in arm_64bit=1 kernel=vmlinuz "initramfs initrd.img followkernel" enable_uart=1; do

@@ -8,7 +8,7 @@ set -euo pipefail
 sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 need=()
 for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross \
-         qemu-user-static file; do
+         qemu-user-static file device-tree-compiler mtools dosfstools e2fsprogs fdisk cpio kmod xz-utils qemu-system-arm qemu-efi-aarch64; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

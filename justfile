@@ -198,3 +198,45 @@ torture-smoke:
 torture rounds="200" messages="250" hostile="60" soak="600":
     TORTURE_ROUNDS={{rounds}} TORTURE_MESSAGES={{messages}} TORTURE_HOSTILE_SECONDS={{hostile}} \
         TORTURE_SOAK_SECONDS={{soak}} TORTURE_REPORT=target/torture-report.md cargo test --test torture
+
+# --- Appliance image (issue 6; image/, board/, buildroot/) ---
+
+# Cross toolchain: Debian cross gcc + qemu-user + a Rust std for aarch64/armv7 (idempotent).
+cross-setup:
+    image/cross-setup.sh
+
+# Static aarch64 (or armv7-unknown-linux-gnueabihf) release binary, then its unit tests under qemu-user.
+cross target="aarch64-unknown-linux-gnu":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source image/cross-env.sh
+    cargo build --release --target {{target}} --bin pocketgate
+    f=target/{{target}}/release/pocketgate
+    file $f | tee /dev/stderr | grep -q 'statically linked'
+    echo "size: $(stat -c %s $f) bytes"
+    cargo test --target {{target}} --lib
+
+# SD-card image for a board (qemu-virt, rpi3, rpi4, rpi-zero2w) → image/out/pocketgate-BOARD.img.xz
+image board="qemu-virt":
+    image/build.sh {{board}}
+
+# Boot the qemu-virt image: ASTM ACK, DHIS2 delivery to the host, 3 power cuts during ingest.
+image-test cuts="3":
+    image/test.sh --power-cuts {{cuts}}
+
+# What CI runs: dev-profile cross build, qemu-virt image (no xz), one boot + one power cut.
+image-test-smoke:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source image/cross-env.sh
+    cargo build --target aarch64-unknown-linux-gnu --bin pocketgate
+    IMAGE_XZ=0 image/build.sh qemu-virt target/aarch64-unknown-linux-gnu/debug/pocketgate
+    image/test.sh --power-cuts 1
+
+# Partition table and boot files of the Pi images (builds them first if missing).
+image-check-boards:
+    image/check-boards.sh rpi3 rpi4 rpi-zero2w
+
+# Lint the Buildroot BR2_EXTERNAL tree (it cannot be built here: no upstream downloads).
+buildroot-check:
+    buildroot/check.sh

@@ -68,8 +68,9 @@ demo:
     echo "   DHIS2 now holds: $(dhis2_events)"
     echo; echo "Records: target/debug/pocketgate records --config config/demo.toml | less"
 
-# Everything CI checks: format, clippy, unit + integration tests, fuzz smoke.
-test: lint unit fuzz-smoke
+# Everything CI checks: format, clippy, unit + integration tests (torture and bench smoke
+# included), fuzz smoke, browser tests.
+test: lint unit fuzz-smoke web-test
 
 # Unit and integration tests (dev profile).
 unit:

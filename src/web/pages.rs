@@ -46,6 +46,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("dhis2.html", include_str!("templates/dhis2.html")),
         ("system.html", include_str!("templates/system.html")),
         ("builder.html", include_str!("templates/builder.html")),
+        ("network.html", include_str!("templates/network.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");
@@ -79,7 +80,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Render a page with the values every page has (gateway name, CSRF token, active tab).
-fn page(
+pub(super) fn page(
     web: &Web,
     name: &str,
     ctx: &Ctx,

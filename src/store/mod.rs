@@ -227,6 +227,15 @@ pub struct Store {
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Per-source budget of stored invalid messages ([`flood`]).
     invalid: std::sync::Arc<std::sync::Mutex<flood::InvalidBudget>>,
+    /// The last commit that failed (disk full, I/O error), for the dashboard.
+    last_failure: std::sync::Arc<std::sync::Mutex<Option<CommitFailure>>>,
+}
+
+/// A commit that failed: when (RFC 3339, UTC) and SQLite's words ("database or disk is full").
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CommitFailure {
+    pub at: String,
+    pub error: String,
 }
 
 impl Store {
@@ -254,6 +263,7 @@ impl Store {
             path: path.to_owned(),
             changes,
             invalid: Default::default(),
+            last_failure: Default::default(),
         })
     }
 
@@ -318,7 +328,28 @@ impl Store {
             .send(Job::Commit(msg, reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let result = rx.await.map_err(|_| StoreError::WriterGone)?;
+        if let Err(e) = &result {
+            let at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            *self
+                .last_failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(CommitFailure {
+                at,
+                error: e.to_string(),
+            });
+        }
+        result
+    }
+
+    /// The last commit that failed since the gateway started (the device was NAKed).
+    pub fn last_failure(&self) -> Option<CommitFailure> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod builder;
+pub mod disk;
 pub mod edit;
 pub mod host;
 pub mod logs;

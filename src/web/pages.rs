@@ -296,6 +296,10 @@ pub struct Status {
     pub server_version: Option<String>,
     pub last_delivery: Option<String>,
     pub days: Vec<q::Day>,
+    /// The last message commit that failed (why devices are being NAKed).
+    pub store_failure: Option<crate::store::CommitFailure>,
+    /// Free space of the data directory's file system.
+    pub disk: Option<super::disk::Space>,
 }
 
 pub async fn status(web: &Web) -> Result<Status, WebError> {
@@ -402,6 +406,8 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
         server_version: version,
         last_delivery: last,
         days,
+        store_failure: web.store.last_failure(),
+        disk: super::disk::space(&config.gateway.data_dir),
     })
 }
 
@@ -474,6 +480,7 @@ pub async fn dashboard(
             chart => chart(&s.days), days => s.days, sources => s.sources, messages => s.messages,
             outbox => s.outbox, dhis2 => s.dhis2_configured, link => s.link, paused => s.paused,
             server_version => s.server_version, last_delivery => s.last_delivery,
+            store_failure => s.store_failure, disk => s.disk,
         },
     )
 }

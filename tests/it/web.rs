@@ -1138,3 +1138,43 @@ fn invalid_network_edit_shows_every_error_with_its_line_and_changes_nothing() {
     assert!(page.body.contains("scan of wlan0 failed"), "{}", page.body);
     drop(gw);
 }
+
+#[test]
+fn dashboard_shows_the_free_space_of_the_data_directory() {
+    let (gw, addr) = web_gateway("");
+    let mut b = Browser::new(addr);
+    b.set_password();
+    let data = gw.dir.path().join("data");
+    let page = b.get("/");
+    assert!(
+        page.body.contains("Data directory ") && page.body.contains(" free of "),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("Last failed commit"),
+        "no commit failed"
+    );
+    let v: serde_json::Value = serde_json::from_str(&b.get("/api/v1/status").body).unwrap();
+    let (free, total) = (
+        v["disk"]["free_bytes"].as_u64().unwrap(),
+        v["disk"]["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(free > 0 && free <= total, "{v}");
+    assert!(v["store_failure"].is_null(), "{v}");
+    assert_eq!(v["disk"]["path"], data.display().to_string());
+    // The same figure df reports for the directory (within what other writers change meanwhile).
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let df: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(free.abs_diff(df) < 256 << 20, "statvfs {free} vs df {df}");
+}

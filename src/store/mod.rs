@@ -492,6 +492,19 @@ fn commit_batch(
         });
         results.push(one);
     }
+    if tx.is_autocommit() {
+        // SQLITE_FULL and I/O errors roll the whole transaction back by themselves (COMMIT
+        // would only say "no transaction is active"): every message of the batch fails with the
+        // insert's own error ("database or disk is full").
+        let cause = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .map_or_else(|| rusqlite::Error::InvalidQuery, clone_err);
+        return results
+            .into_iter()
+            .map(|r| Err(r.err().unwrap_or_else(|| clone_err(&cause))))
+            .collect();
+    }
     match tx.commit() {
         Ok(()) => results,
         Err(e) => batch.iter().map(|_| Err(clone_err(&e))).collect(),
@@ -721,6 +734,41 @@ mod tests {
         assert_eq!(rows[0].observations[0].source, "gx");
         assert!(rows[0].observations[0].received_at.is_some());
         assert_eq!(r.integrity_check().unwrap(), "ok");
+    }
+
+    /// SQLite's own "database or disk is full" (the writer's file capped at its current size
+    /// with max_page_count): the commit fails, nothing is stored, and the dashboard's
+    /// `last_failure` says why.
+    #[tokio::test]
+    async fn a_full_disk_fails_the_commit_and_is_kept_as_the_last_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        store.commit(msg("H|\\^&\rL|1|N\r")).await.unwrap();
+        assert!(store.last_failure().is_none());
+        store
+            .write(|tx| {
+                let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .await
+            .unwrap();
+        let big = format!("H|\\^&\rR|1|^^^X|{}\rL|1|N\r", "7".repeat(200_000));
+        let e = store.commit(msg(&big)).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let f = store.last_failure().expect("the failure is kept");
+        assert!(f.error.contains("database or disk is full"), "{f:?}");
+        assert!(f.at.ends_with('Z') && f.at.len() >= 20, "{f:?}");
+        assert_eq!(
+            Reader::open(&path)
+                .unwrap()
+                .messages(None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -126,8 +126,10 @@ pub fn edited_text(old: Option<&Network>, f: &Fields) -> String {
         if !h.contains_key("interface") {
             h["interface"] = value("wlan0");
         }
-        h["enabled"] =
-            value(field(f, "hotspot_enabled") == "on" || field(f, "hotspot_enabled") == "true");
+        // Absent: unchanged (the API); the page sends "off" for an unticked box.
+        if f.contains_key("hotspot_enabled") {
+            h["enabled"] = value(matches!(field(f, "hotspot_enabled"), "on" | "true"));
+        }
         h["ssid"] = value(f["hotspot_ssid"].as_str());
         h["channel"] = int_or_text(field(f, "hotspot_channel"));
         // Write-only: empty keeps the current passphrase (already in the text).
@@ -426,6 +428,9 @@ pub async fn page_save(
 ) -> Result<Response, WebError> {
     f.remove("csrf");
     let apply = f.remove("action").as_deref() == Some("apply");
+    // A browser leaves an unticked checkbox out.
+    f.entry("hotspot_enabled".into())
+        .or_insert_with(|| "off".into());
     let outcome = save(&web, ctx.ip, f, apply).await?;
     let mut resp = render(&web, &ctx, Some(&outcome), None).await?;
     if !outcome.errors.is_empty() {

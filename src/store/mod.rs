@@ -227,6 +227,15 @@ pub struct Store {
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Per-source budget of stored invalid messages ([`flood`]).
     invalid: std::sync::Arc<std::sync::Mutex<flood::InvalidBudget>>,
+    /// The last commit that failed (disk full, I/O error), for the dashboard.
+    last_failure: std::sync::Arc<std::sync::Mutex<Option<CommitFailure>>>,
+}
+
+/// A commit that failed: when (RFC 3339, UTC) and SQLite's words ("database or disk is full").
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CommitFailure {
+    pub at: String,
+    pub error: String,
 }
 
 impl Store {
@@ -254,6 +263,7 @@ impl Store {
             path: path.to_owned(),
             changes,
             invalid: Default::default(),
+            last_failure: Default::default(),
         })
     }
 
@@ -318,7 +328,28 @@ impl Store {
             .send(Job::Commit(msg, reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let result = rx.await.map_err(|_| StoreError::WriterGone)?;
+        if let Err(e) = &result {
+            let at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            *self
+                .last_failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(CommitFailure {
+                at,
+                error: e.to_string(),
+            });
+        }
+        result
+    }
+
+    /// The last commit that failed since the gateway started (the device was NAKed).
+    pub fn last_failure(&self) -> Option<CommitFailure> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -460,6 +491,19 @@ fn commit_batch(
             Ok(r)
         });
         results.push(one);
+    }
+    if tx.is_autocommit() {
+        // SQLITE_FULL and I/O errors roll the whole transaction back by themselves (COMMIT
+        // would only say "no transaction is active"): every message of the batch fails with the
+        // insert's own error ("database or disk is full").
+        let cause = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .map_or_else(|| rusqlite::Error::InvalidQuery, clone_err);
+        return results
+            .into_iter()
+            .map(|r| Err(r.err().unwrap_or_else(|| clone_err(&cause))))
+            .collect();
     }
     match tx.commit() {
         Ok(()) => results,
@@ -690,6 +734,41 @@ mod tests {
         assert_eq!(rows[0].observations[0].source, "gx");
         assert!(rows[0].observations[0].received_at.is_some());
         assert_eq!(r.integrity_check().unwrap(), "ok");
+    }
+
+    /// SQLite's own "database or disk is full" (the writer's file capped at its current size
+    /// with max_page_count): the commit fails, nothing is stored, and the dashboard's
+    /// `last_failure` says why.
+    #[tokio::test]
+    async fn a_full_disk_fails_the_commit_and_is_kept_as_the_last_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        store.commit(msg("H|\\^&\rL|1|N\r")).await.unwrap();
+        assert!(store.last_failure().is_none());
+        store
+            .write(|tx| {
+                let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .await
+            .unwrap();
+        let big = format!("H|\\^&\rR|1|^^^X|{}\rL|1|N\r", "7".repeat(200_000));
+        let e = store.commit(msg(&big)).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let f = store.last_failure().expect("the failure is kept");
+        assert!(f.error.contains("database or disk is full"), "{f:?}");
+        assert!(f.at.ends_with('Z') && f.at.len() >= 20, "{f:?}");
+        assert_eq!(
+            Reader::open(&path)
+                .unwrap()
+                .messages(None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -59,6 +59,11 @@ pub fn routes() -> Router<Shared> {
         .route("/temprs/{name}/test", post(tempr_test))
         .route("/dhis2/{action}", post(dhis2))
         .route("/audit", get(audit))
+        .route(
+            "/network",
+            get(super::network::api_get).put(super::network::api_put),
+        )
+        .route("/network/scan", get(super::network::api_scan))
         .route("/system/time", get(time).post(set_time))
         .route("/system/backup", get(backup))
         .route("/system/restore", post(restore))

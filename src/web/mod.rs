@@ -6,6 +6,7 @@
 //! - [`builder`] the Tempr builder page: dropdowns from the cached DHIS2 metadata
 //! - [`edit`]    config edits: validated like the file, written atomically with comments kept
 //! - [`logs`]    the last log lines, kept in memory for the System page
+//! - [`network`] the Network page and API: hotspot, uplinks, apply, scan (src/netcfg)
 //! - [`host`]    the system-interface seam (setting the clock) so a laptop is never changed
 //!
 //! Every route needs a session except the login/first-boot pages, static assets and the
@@ -15,9 +16,11 @@
 pub mod api;
 pub mod auth;
 pub mod builder;
+pub mod disk;
 pub mod edit;
 pub mod host;
 pub mod logs;
+pub mod network;
 pub mod pages;
 
 use crate::config::Config;
@@ -439,6 +442,7 @@ pub fn router(web: Shared) -> Router {
         .route("/devices/new", get(pages::device_new))
         .route("/devices/{id}", get(pages::device_edit))
         .route("/devices/{id}/enabled", post(pages::device_enabled))
+        .route("/network", get(network::page).post(network::page_save))
         .route("/system", get(pages::system))
         .route("/system/time", post(pages::system_time))
         .route("/system/password", post(pages::system_password))

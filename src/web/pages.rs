@@ -46,6 +46,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("dhis2.html", include_str!("templates/dhis2.html")),
         ("system.html", include_str!("templates/system.html")),
         ("builder.html", include_str!("templates/builder.html")),
+        ("network.html", include_str!("templates/network.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");
@@ -79,7 +80,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Render a page with the values every page has (gateway name, CSRF token, active tab).
-fn page(
+pub(super) fn page(
     web: &Web,
     name: &str,
     ctx: &Ctx,
@@ -295,6 +296,10 @@ pub struct Status {
     pub server_version: Option<String>,
     pub last_delivery: Option<String>,
     pub days: Vec<q::Day>,
+    /// The last message commit that failed (why devices are being NAKed).
+    pub store_failure: Option<crate::store::CommitFailure>,
+    /// Free space of the data directory's file system.
+    pub disk: Option<super::disk::Space>,
 }
 
 pub async fn status(web: &Web) -> Result<Status, WebError> {
@@ -401,6 +406,8 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
         server_version: version,
         last_delivery: last,
         days,
+        store_failure: web.store.last_failure(),
+        disk: super::disk::space(&config.gateway.data_dir),
     })
 }
 
@@ -473,6 +480,7 @@ pub async fn dashboard(
             chart => chart(&s.days), days => s.days, sources => s.sources, messages => s.messages,
             outbox => s.outbox, dhis2 => s.dhis2_configured, link => s.link, paused => s.paused,
             server_version => s.server_version, last_delivery => s.last_delivery,
+            store_failure => s.store_failure, disk => s.disk,
         },
     )
 }

@@ -216,6 +216,9 @@ const GET_ROUTES: &[&str] = &[
     "/devices/gx",
     "/system",
     "/system/backup",
+    "/network",
+    "/api/v1/network",
+    "/api/v1/network/scan",
     "/metrics",
     "/api/v1/status",
     "/api/v1/records",
@@ -238,6 +241,7 @@ const POST_ROUTES: &[&str] = &[
     "/devices/gx/enabled",
     "/system/time",
     "/system/password",
+    "/network",
     "/api/v1/records/1/retry",
     "/api/v1/records/1/rerender",
     "/api/v1/sources",
@@ -875,4 +879,303 @@ fn genexpert_to_dhis2(sim: &Dhis2Sim, temprs: &Path) -> (Gateway, SocketAddr, Br
     let mut b = Browser::new(addr);
     let csrf = b.set_password();
     (gw, astm, b, csrf)
+}
+
+const HOTSPOT_OLD: &str = "old-hotspot-secret-1";
+const HOTSPOT_NEW: &str = "new-hotspot-secret-2";
+const OFFICE_PASS: &str = "office-uplink-secret-3";
+
+/// A gateway whose data dir holds a network.toml applying under a temp root, with commands
+/// that succeed (`true`) and a scan that prints the iw fixture; returns the apply root too.
+fn network_gateway() -> (Gateway, SocketAddr, std::path::PathBuf, std::path::PathBuf) {
+    let (gw, addr) = web_gateway("");
+    let data = gw.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let root = gw.dir.path().join("root");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/net/iw-scan.txt");
+    let file = data.join("network.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "country = \"US\"\n\n[hotspot]\ninterface = \"wlan0\"\nssid = \"pocketgate-1a2b\"\n\
+             passphrase = \"{HOTSPOT_OLD}\"\nchannel = 6\n\n[ethernet]\ninterface = \"eth0\"\n\
+             mode = \"dhcp\"\n\n[system]\nroot = \"{}\"\nrestart = [\"true\"]\nstop = [\"true\"]\n\
+             scan = [\"cat\", \"{}\"]\n",
+            root.display(),
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    (gw, addr, file, root)
+}
+
+fn assert_no_secret(what: &str, r: &Resp) {
+    for secret in [HOTSPOT_OLD, HOTSPOT_NEW, OFFICE_PASS] {
+        assert!(
+            !r.body.contains(secret),
+            "{what} shows a passphrase: {}",
+            r.body
+        );
+    }
+}
+
+/// POST /network: the hotspot "Clinic-Hotspot" in the US with `passphrase` and `channel`,
+/// plus `extra` fields; `action` is "save" or "apply".
+fn post_hotspot(
+    b: &mut Browser,
+    csrf: &str,
+    (passphrase, channel, action): (&str, &str, &str),
+    extra: &[(&str, &str)],
+) -> Resp {
+    let mut fields = vec![
+        ("csrf", csrf),
+        ("country", "US"),
+        ("hotspot_enabled", "on"),
+        ("hotspot_ssid", "Clinic-Hotspot"),
+        ("hotspot_passphrase", passphrase),
+        ("hotspot_channel", channel),
+        ("action", action),
+    ];
+    fields.extend_from_slice(extra);
+    b.post_form("/network", &fields)
+}
+
+#[test]
+fn network_page_saves_and_applies_the_hotspot_and_never_shows_a_passphrase() {
+    let (_gw, addr, file, root) = network_gateway();
+    let mut b = Browser::new(addr);
+    assert_eq!(b.get("/network").location(), "/setup");
+    let csrf = b.set_password();
+    let page = b.get("/network");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("href=\"/network\""), "nav link");
+    assert!(page.body.contains("pocketgate-1a2b"), "{}", page.body);
+    assert_no_secret("GET /network", &page);
+
+    // Without the CSRF token nothing happens.
+    let before = std::fs::read(&file).unwrap();
+    let r = b.post_form("/network", &[("hotspot_ssid", "Evil"), ("action", "apply")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    let r = post_hotspot(
+        &mut b,
+        &csrf,
+        (HOTSPOT_NEW, "11", "apply"),
+        &[
+            ("wifi_interface", "wlan1"),
+            ("net0_ssid", "Clinic-Office"),
+            ("net0_passphrase", OFFICE_PASS),
+            ("net0_priority", "10"),
+            ("ethernet_mode", "dhcp"),
+            ("cellular_apn", ""),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Saved and applied."), "{}", r.body);
+    assert!(r.body.contains("Restarted:"), "{}", r.body);
+    assert_no_secret("POST /network", &r);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains("Clinic-Hotspot") && saved.contains("channel = 11"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains(HOTSPOT_NEW) && saved.contains(OFFICE_PASS),
+        "{saved}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "network.toml holds passphrases");
+    let hostapd = std::fs::read_to_string(root.join("etc/hostapd/hostapd.conf")).unwrap();
+    assert!(hostapd.contains("Clinic-Hotspot"), "{hostapd}");
+    assert!(hostapd.contains("channel=11\n") && hostapd.contains("country_code=US\n"));
+    assert!(hostapd.contains(&format!("wpa_passphrase={HOTSPOT_NEW}\n")));
+    let dnsmasq = std::fs::read_to_string(root.join("etc/dnsmasq.conf")).unwrap();
+    assert!(dnsmasq.contains("wlan0"), "{dnsmasq}");
+    let wpa = std::fs::read_to_string(root.join("etc/wpa_supplicant/wpa_supplicant.conf")).unwrap();
+    assert!(
+        wpa.contains("Clinic-Office") && wpa.contains("priority=10"),
+        "{wpa}"
+    );
+
+    // Blank passphrases keep the stored ones; the page shows the uplink but not its secret.
+    let page = b.get("/network");
+    assert!(page.body.contains("Clinic-Office"), "{}", page.body);
+    assert_no_secret("GET /network after save", &page);
+    let r = post_hotspot(
+        &mut b,
+        &csrf,
+        ("", "1", "save"),
+        &[
+            ("net0_ssid", "Clinic-Office"),
+            ("net0_passphrase", ""),
+            ("net0_priority", "5"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains(HOTSPOT_NEW) && saved.contains(OFFICE_PASS),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("channel = 1\n") && saved.contains("priority = 5"),
+        "{saved}"
+    );
+
+    // The JSON API: the same view without secrets, the same checks, the same CSRF rule.
+    let r = b.get("/api/v1/network");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["network"]["hotspot"]["ssid"], "Clinic-Hotspot");
+    assert_eq!(v["network"]["hotspot"]["passphrase_set"], true);
+    assert_eq!(v["network"]["wifi"]["networks"][0]["priority"], 5);
+    assert_no_secret("GET /api/v1/network", &r);
+    let body =
+        serde_json::json!({"hotspot_ssid": "Api-Hotspot", "hotspot_channel": 3, "apply": true});
+    let r = b.send(
+        "PUT",
+        "/api/v1/network",
+        &[],
+        Some(("application/json", body.to_string())),
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = b.send(
+        "PUT",
+        "/api/v1/network",
+        &[("X-CSRF-Token", &csrf)],
+        Some(("application/json", body.to_string())),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (v["saved"].as_bool(), v["applied"]["ok"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
+    assert_no_secret("PUT /api/v1/network", &r);
+    let hostapd = std::fs::read_to_string(root.join("etc/hostapd/hostapd.conf")).unwrap();
+    assert!(
+        hostapd.contains("Api-Hotspot") && hostapd.contains("channel=3\n"),
+        "{hostapd}"
+    );
+    assert!(
+        hostapd.contains(&format!("wpa_passphrase={HOTSPOT_NEW}\n")),
+        "{hostapd}"
+    );
+
+    // Scan: the networks in range, one per name.
+    let r = b.get("/api/v1/network/scan");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let names: Vec<&str> = v["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["ssid"].as_str())
+        .collect();
+    assert!(names.contains(&"MoH Guest"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "Clinic-Office").count(),
+        1,
+        "{names:?}"
+    );
+    let page = b.get("/network?scan=1");
+    assert!(page.body.contains("MoH Guest"), "{}", page.body);
+
+    let audit = b.get("/api/v1/audit").body;
+    assert!(
+        audit.contains("network.apply") && audit.contains("network.save"),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains(HOTSPOT_NEW) && !audit.contains(OFFICE_PASS),
+        "{audit}"
+    );
+}
+
+#[test]
+fn invalid_network_edit_shows_every_error_with_its_line_and_changes_nothing() {
+    let (gw, addr, file, root) = network_gateway();
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    let before = std::fs::read(&file).unwrap();
+    let r = post_hotspot(&mut b, &csrf, ("q7x9z", "14", "apply"), &[]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("Nothing was changed"), "{}", r.body);
+    assert!(r.body.contains("hotspot.passphrase (line"), "{}", r.body);
+    assert!(r.body.contains("5 characters"), "{}", r.body);
+    assert!(r.body.contains("hotspot.channel (line"), "{}", r.body);
+    assert!(
+        !r.body.contains("q7x9z"),
+        "the rejected passphrase is not echoed"
+    );
+    assert_no_secret("invalid POST /network", &r);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "network.toml unchanged"
+    );
+    assert!(!root.exists(), "nothing applied");
+    let audit = b.get("/api/v1/audit").body;
+    assert!(!audit.contains("network."), "{audit}");
+
+    // Without Wi-Fi the scan says why.
+    let settings = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        settings.replace("[\"cat\",", "[\"iw-not-installed-here\","),
+    )
+    .unwrap();
+    let r = b.get("/api/v1/network/scan");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("scan of wlan0 failed") && r.body.contains("iw-not-installed-here"),
+        "{}",
+        r.body
+    );
+    let page = b.get("/network?scan=1");
+    assert!(page.body.contains("scan of wlan0 failed"), "{}", page.body);
+    drop(gw);
+}
+
+#[test]
+fn dashboard_shows_the_free_space_of_the_data_directory() {
+    let (gw, addr) = web_gateway("");
+    let mut b = Browser::new(addr);
+    b.set_password();
+    let data = gw.dir.path().join("data");
+    let page = b.get("/");
+    assert!(
+        page.body.contains("Data directory ") && page.body.contains(" free of "),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("Last failed commit"),
+        "no commit failed"
+    );
+    let v: serde_json::Value = serde_json::from_str(&b.get("/api/v1/status").body).unwrap();
+    let (free, total) = (
+        v["disk"]["free_bytes"].as_u64().unwrap(),
+        v["disk"]["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(free > 0 && free <= total, "{v}");
+    assert!(v["store_failure"].is_null(), "{v}");
+    assert_eq!(v["disk"]["path"], data.display().to_string());
+    // The same figure df reports for the directory (within what other writers change meanwhile).
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let df: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(free.abs_diff(df) < 256 << 20, "statvfs {free} vs df {df}");
 }

@@ -79,7 +79,8 @@ unit:
 # Screenshots at 360 px and 1280 px go to target/web-screenshots/.
 # Browser tests of the web page in headless Debian chromium (playwright-core).
 web-test:
-    cargo build --bins
+    # --tests: the same feature set as `cargo test`, so a CI run reuses what the unit tests built.
+    cargo build --bins --tests
     cd tests/web && npm ci --no-audit --no-fund --silent
     node tests/web/browser.mjs
 

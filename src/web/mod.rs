@@ -164,6 +164,11 @@ impl Web {
             .clone()
     }
 
+    /// A config edit was written: pages show it before the reload has run.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
     /// After a reload: the new config and the TCP servers that are bound.
     pub fn replace(&self, config: Config, listening: Vec<(SourceId, SocketAddr)>) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;

@@ -797,7 +797,10 @@ pub async fn apply_edit(
     let result = tokio::task::spawn_blocking(move || edit(&path))
         .await
         .map_err(|e| EditError::Io(e.to_string()))?;
-    if result.is_ok() {
+    if let Ok(config) = &result {
+        // The pages read the new config at once (the redirect after a save must show it); the
+        // reload then restarts what changed and updates the bound addresses.
+        web.set_config(config.clone());
         web.audit(ip, action, detail).await;
         web.request_reload();
     }

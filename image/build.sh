@@ -16,7 +16,7 @@ bdir=$repo/board/$board
 bin=${2:-$repo/target/aarch64-unknown-linux-gnu/release/pocketgate}
 [ -x "$bin" ] || { echo "build: $bin missing (run: just cross)" >&2; exit 2; }
 file -b "$bin" | grep -q 'statically linked' || { echo "build: $bin is not static" >&2; exit 2; }
-work=$here/work/$board; out=$here/out
+work=$here/scratch/$board; out=$here/out
 rm -rf "$work"; mkdir -p "$work" "$out"
 t0=$(date +%s.%N)
 

@@ -11,7 +11,7 @@ bad() { echo "check-boards: $board: $*"; fail=$((fail + 1)); }
 for board in "$@"; do
     before=$fail
     img=$here/out/pocketgate-$board.img
-    mkdir -p "$here/work"
+    mkdir -p "$here/scratch"
     [ -f "$img" ] || IMAGE_XZ=0 "$here/build.sh" "$board" >/dev/null
     # shellcheck disable=SC1090
     . "$repo/board/$board/board.env"
@@ -22,11 +22,11 @@ for board in "$@"; do
     p 3 | grep -q 'type=83' || bad "p3 is not a Linux partition"
     off() { p "$1" | sed -n 's/.*start= *\([0-9]*\),.*/\1/p'; }
     size() { p "$1" | sed -n 's/.*size= *\([0-9]*\),.*/\1/p'; }
-    dd if="$img" of="$here/work/check-p2" bs=512 skip="$(off 2)" count="$(size 2)" status=none
-    dd if="$img" of="$here/work/check-p3" bs=512 skip="$(off 3)" count="$(size 3)" status=none
-    [ "$(e2label "$here/work/check-p2")" = pg-root ] || bad "p2 label is not pg-root"
-    [ "$(e2label "$here/work/check-p3")" = pg-data ] || bad "p3 label is not pg-data"
-    debugfs -R "stat /usr/bin/pocketgate" "$here/work/check-p2" 2>/dev/null | grep -q 'User: *0' || bad "/usr/bin/pocketgate missing or not root-owned"
+    dd if="$img" of="$here/scratch/check-p2" bs=512 skip="$(off 2)" count="$(size 2)" status=none
+    dd if="$img" of="$here/scratch/check-p3" bs=512 skip="$(off 3)" count="$(size 3)" status=none
+    [ "$(e2label "$here/scratch/check-p2")" = pg-root ] || bad "p2 label is not pg-root"
+    [ "$(e2label "$here/scratch/check-p3")" = pg-data ] || bad "p3 label is not pg-data"
+    debugfs -R "stat /usr/bin/pocketgate" "$here/scratch/check-p2" 2>/dev/null | grep -q 'User: *0' || bad "/usr/bin/pocketgate missing or not root-owned"
     fat="$img@@$(( $(off 1) * 512 ))"
     mlabel -s -i "$fat" :: | grep -q PGBOOT || bad "p1 label is not PGBOOT"
     files=$(mdir -b -i "$fat" ::/)
@@ -50,7 +50,7 @@ for board in "$@"; do
     done
     root=$(mtype -i "$fat" ::/cmdline.txt | grep -o 'root=[^ ]*')
     [ "$root" = root=LABEL=pg-root ] || bad "cmdline.txt root is '$root', not p2's label"
-    rm -f "$here/work/check-p2" "$here/work/check-p3"
+    rm -f "$here/scratch/check-p2" "$here/scratch/check-p3"
     [ $fail -eq "$before" ] || continue
     echo "check-boards: $board: $(basename "$img") partition table, boot files, DTBs ($DTBS), cmdline root ok"
     passed=$((passed + 1))

@@ -18,7 +18,7 @@ code=/usr/share/AAVMF/AAVMF_CODE.fd
 [ -f $code ] || { echo "image-test: $code missing (apt-get install qemu-efi-aarch64)" >&2; exit 2; }
 pg=$repo/target/debug/pocketgate; sim=$repo/target/debug/dhis2-sim
 [ -x "$pg" ] && [ -x "$sim" ] || (cd "$repo" && cargo build --quiet --bins)
-work=$here/work/test; rm -rf "$work"; mkdir -p "$work"
+work=$here/scratch/test; rm -rf "$work"; mkdir -p "$work"
 token=d2pat_qg8aTF459WO5LMr0uLi7P3wG8IXq683V1086477046   # the demo token (justfile)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 simport=$(port); astm=$(port)

@@ -34,7 +34,7 @@ for board in "$@"; do
         echo "$files" | grep -q "^::/$f$" || bad "boot partition lacks $f"
     done
     for d in $DTBS; do
-        dtb=$here/work/check.dtb
+        dtb=$here/scratch/check.dtb
         mcopy -n -i "$fat" "::/${d##*/}" "$dtb" 2>/dev/null || { bad "boot partition lacks ${d##*/}"; continue; }
         # RS-232 HAT: the PL011 (uart0) is routed to GPIO 14/15 and Bluetooth is off (rpi-dtb.sh).
         g=$(fdtget -l "$dtb" /soc | grep -m1 '^gpio@')

@@ -49,33 +49,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 const NEAR_IDLE_MIB: f64 = 2.0;
 
 /// The template Tempr of tests/it/sync.rs: one event in the lab-results event program.
-const HBA1C_TEMPR: &str = r#"
-name = "hba1c-event"
-version = 1
-kind = "template"
-endpoint = "tracker"
-template = '''
-{% set r = record.results["HbA1c"] %}
-{% set n = r.value|float if r.value[:1] in "0123456789" else 0 %}
-{"events": [{
-  "event": {{ uid(record.source ~ ":" ~ record.sample_id ~ ":LabStage001")|tojson }},
-  "program": "LabRslts001",
-  "programStage": "LabStage001",
-  "orgUnit": {{ ctx.org_unit|tojson }},
-  "occurredAt": {{ r.observed_at|dhis2_datetime|tojson }},
-  "status": "COMPLETED",
-  "dataValues": [
-    {"dataElement": "LabTestCode", "value": "HBA1C"},
-    {"dataElement": "LabResult01", "value": {{ ("POSITIVE" if n >= 6.5 else "NEGATIVE")|tojson }}},
-    {"dataElement": "LabValue001", "value": {{ r.value|tojson }}},
-    {"dataElement": "LabUnit0001", "value": {{ r.unit|tojson }}}
-  ]
-}]}
-'''
-
-[match]
-test_codes = "HbA1c"
-"#;
+const HBA1C_TEMPR: &str = include_str!("../tests/fixtures/temprs/hba1c-event.toml");
 
 struct Gateway {
     child: Child,

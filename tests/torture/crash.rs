@@ -5,7 +5,6 @@ use crate::support::*;
 use pocketgate::tempr::deterministic_uid;
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub struct Settings {
@@ -118,12 +117,7 @@ pub async fn run(s: &Settings) -> Report {
     // Every import is committed and then answered late: many kills land after DHIS2 stored a
     // batch and before the gateway heard so (the classic duplicate trigger).
     sim.fault(json!({"delay_ms": 120, "commit": true}));
-    let temprs = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/temprs/hba1c-event.toml"),
-        temprs.path().join("hba1c-event.toml"),
-    )
-    .unwrap();
+    let temprs = crate::hba1c_temprs();
 
     let addrs = free_addrs(4);
     let analyzers = vec![

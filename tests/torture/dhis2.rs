@@ -220,12 +220,7 @@ async fn run_one(s: &Scenario) -> Row {
         sim.fault(f.clone());
     }
     let tls = matches!(s.expect, Expect::HeldBack(_)).then(WrongTls::start);
-    let temprs = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/temprs/hba1c-event.toml"),
-        temprs.path().join("hba1c-event.toml"),
-    )
-    .unwrap();
+    let temprs = crate::hba1c_temprs();
     let mut dhis2 = dhis2_block(&sim, temprs.path(), "OuClinicA01");
     if let Some(t) = &tls {
         dhis2 = dhis2.replace(&sim.url, &t.url);

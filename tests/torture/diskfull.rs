@@ -192,12 +192,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 pub async fn run() -> Report {
     let sim = Dhis2Sim::start("2.41.3");
-    let temprs = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/temprs/hba1c-event.toml"),
-        temprs.path().join("hba1c-event.toml"),
-    )
-    .unwrap();
+    let temprs = crate::hba1c_temprs();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let gw = Confined::start(

@@ -3,6 +3,7 @@
 //! gateway must keep serving them, store nothing from the junk, and stay within its memory limit.
 
 use crate::analyzers::{Analyzer, Wire};
+use crate::proc_kib;
 use crate::support::*;
 use pocketgate::store::flood::{INVALID_BURST, INVALID_REFILL};
 use std::net::SocketAddr;
@@ -224,13 +225,4 @@ pub async fn run(seconds: u64) -> Report {
         eprintln!("gateway log (tail):\n{}", gw.log_tail(40));
     }
     r
-}
-
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

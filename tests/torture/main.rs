@@ -27,6 +27,28 @@ mod soak;
 
 use std::process::ExitCode;
 
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`); 0 when the process is gone.
+pub fn proc_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Tempr folder holding the HbA1c event Tempr every analyzer's results go through.
+pub fn hba1c_temprs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/temprs/hba1c-event.toml"),
+        dir.path().join("hba1c-event.toml"),
+    )
+    .unwrap();
+    dir
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v

@@ -3,8 +3,8 @@
 //! handles must level off; the database may only grow by what the stored results explain.
 
 use crate::analyzers::{Analyzer, Wire};
+use crate::proc_kib;
 use crate::support::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Results per second over all four analyzers.
@@ -58,15 +58,6 @@ impl Report {
     }
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -77,12 +68,7 @@ fn file_bytes(path: &str) -> u64 {
 
 pub async fn run(seconds: u64) -> Report {
     let sim = Dhis2Sim::start("2.41.3");
-    let temprs = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/temprs/hba1c-event.toml"),
-        temprs.path().join("hba1c-event.toml"),
-    )
-    .unwrap();
+    let temprs = crate::hba1c_temprs();
     let addrs = free_addrs(4);
     let gw = Gateway::start(&format!(
         "{}\n{}\n\
@@ -120,7 +106,7 @@ pub async fn run(seconds: u64) -> Report {
     let warm_at = Duration::from_secs(seconds.div_ceil(10).max(2));
     while tasks.iter().any(|t| !t.is_finished()) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = proc_status_kib(pid, "VmRSS:");
+        let rss = proc_kib(pid, "VmRSS:");
         r.rss_max_kib = r.rss_max_kib.max(rss);
         if r.rss_warm_kib == 0 && started.elapsed() >= warm_at {
             r.rss_warm_kib = rss;
@@ -143,7 +129,7 @@ pub async fn run(seconds: u64) -> Report {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    r.rss_end_kib = proc_status_kib(pid, "VmRSS:");
+    r.rss_end_kib = proc_kib(pid, "VmRSS:");
     r.fds_end = open_files(pid);
     r.db_bytes_end = file_bytes(&gw.db().display().to_string());
     r.wal_bytes_end = file_bytes(&format!("{}-wal", gw.db().display()));

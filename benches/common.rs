@@ -139,29 +139,68 @@ impl Drop for Dhis2Sim {
     }
 }
 
-/// A minimal HTTP/1.1 GET returning the JSON body (the sim's admin API, on 127.0.0.1).
-pub fn get_json(addr: SocketAddr, path: &str) -> Value {
+/// One HTTP/1.1 exchange over a fresh connection (127.0.0.1 only): status, head, body.
+pub struct HttpResp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResp {
+    /// Every `Set-Cookie` value's `name=value` part, joined for a `Cookie` header.
+    pub fn cookies(&self) -> String {
+        self.head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .filter_map(|l| l["set-cookie:".len()..].trim().split(';').next())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResp {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
-    let body = &out[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let rest = &out[split + 4..];
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
     } else {
-        body.to_vec()
+        rest.to_vec()
     };
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: {e}\n{head}"))
+    HttpResp { status, head, body }
+}
+
+/// A minimal HTTP/1.1 GET returning the JSON body (the sim's admin API, on 127.0.0.1).
+pub fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let r = http(addr, "GET", path, &[], "");
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", r.head))
 }
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {

@@ -360,11 +360,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let config = config::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
             let reader = Reader::open(&config.store.path)?;
             let conn = reader.conn();
-            let mut stmt = conn
-                .prepare("SELECT status, count(*) FROM messages GROUP BY status ORDER BY status")?;
-            let messages: Vec<(String, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let messages = pocketgate::store::web::message_counts(conn)?;
             let line = |v: &[(String, i64)]| {
                 if v.is_empty() {
                     "none".to_string()

@@ -140,18 +140,38 @@ impl RenderCtx {
 /// Render stored messages for ever (woken by new commits).
 pub async fn render_loop(store: Store, db: PathBuf, rc: RenderCtx) {
     let mut changes = store.subscribe();
+    let mut busy = false;
     loop {
         match render_pass(&store, &db, &rc).await {
             Ok(0) => {
+                if std::mem::take(&mut busy) {
+                    settle_memory(&store, None).await;
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
             }
-            Ok(n) => debug!(rendered = n, "render pass"),
+            Ok(n) => {
+                busy = true;
+                debug!(rendered = n, "render pass");
+            }
             Err(e) => {
                 warn!(error = %e, "render pass failed; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }
+}
+
+/// After a burst of work (a backlog rendered or delivered): give SQLite's page caches and glibc's
+/// freed arenas back, so the box returns near its idle size instead of keeping its peak. The
+/// deliver stage's reader is closed (it reopens on the next query).
+async fn settle_memory(store: &Store, reader: Option<Reader>) {
+    if let Some(r) = &reader {
+        let _ = r.release_memory();
+    }
+    drop(reader);
+    let _ = store.release_memory().await;
+    crate::store::return_freed_heap();
+    debug!("idle after a burst: caches released");
 }
 
 /// One pass: render up to a batch of `received` messages. Returns how many were handled.
@@ -257,6 +277,7 @@ impl Deliver {
         let mut changes = self.store.subscribe();
         let mut metadata_at: Option<std::time::Instant> = None;
         let mut probe_failures = 0u32;
+        let mut busy = false;
         loop {
             if let Some(why) = self.paused() {
                 warn!(reason = %why, "sync paused; fix the cause, then run `pocketgate sync --resume`");
@@ -312,8 +333,13 @@ impl Deliver {
             }
             match self.pass().await {
                 Ok(stats) if stats.requests > 0 => {
+                    busy = true;
                     debug!(?stats, "deliver pass");
                     continue;
+                }
+                Ok(_) if std::mem::take(&mut busy) => {
+                    let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    settle_memory(&self.store, reader).await;
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "deliver pass failed"),

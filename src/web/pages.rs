@@ -1320,7 +1320,7 @@ pub async fn system(
         .read(|c| {
             Ok((
                 q::audit_recent(c, 50)?,
-                c.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))?,
+                q::message_counts(c)?.iter().map(|(_, n)| n).sum::<i64>(),
             ))
         })
         .await?;

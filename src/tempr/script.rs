@@ -26,7 +26,8 @@ use super::uid::deterministic_uid;
 use super::{Limits, TemprError};
 use boa_engine::property::Attribute;
 use boa_engine::{
-    Context, JsError, JsNativeError, JsResult, JsString, JsValue, NativeFunction, Source, js_string,
+    Context, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue, NativeFunction, Source,
+    js_string,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,6 +177,42 @@ fn js_error(e: JsError, context: &mut Context) -> TemprError {
     TemprError::Script { message }
 }
 
+/// The record view as a JS object. `results` holds, per test code, the first observation with
+/// it: here it points at the same objects as `observations` instead of converting every
+/// observation twice (a GeneXpert MTB/RIF Ultra result has 80: half the conversion time of a run).
+/// Keys keep the order `from_json` gives them.
+fn record_to_js(record: &Value, c: &mut Context) -> JsResult<JsValue> {
+    let (Some(map), Some(observations), Some(results)) = (
+        record.as_object(),
+        record["observations"].as_array(),
+        record["results"].as_object(),
+    ) else {
+        return JsValue::from_json(record, c);
+    };
+    let js_observations = JsValue::from_json(&record["observations"], c)?;
+    let js_results = JsObject::with_object_proto(c.intrinsics());
+    for code in results.keys() {
+        let first = observations
+            .iter()
+            .position(|o| o["test_code"].as_str() == Some(code.as_str()));
+        let value = match (first, js_observations.as_object()) {
+            (Some(i), Some(array)) => array.get(i, c)?,
+            _ => JsValue::from_json(&results[code], c)?,
+        };
+        js_results.set(JsString::from(code.as_str()), value, false, c)?;
+    }
+    let js_record = JsObject::with_object_proto(c.intrinsics());
+    for (key, value) in map {
+        let value = match key.as_str() {
+            "observations" => js_observations.clone(),
+            "results" => js_results.clone().into(),
+            _ => JsValue::from_json(value, c)?,
+        };
+        js_record.set(JsString::from(key.as_str()), value, false, c)?;
+    }
+    Ok(js_record.into())
+}
+
 fn run_in_context(
     source: &str,
     record: &Value,
@@ -204,7 +241,7 @@ fn run_in_context(
             message: "JSON.stringify is missing".into(),
         })?;
 
-    let js_record = JsValue::from_json(record, c).map_err(|e| js_error(e, c))?;
+    let js_record = record_to_js(record, c).map_err(|e| js_error(e, c))?;
     let js_ctx = JsValue::from_json(ctx, c).map_err(|e| js_error(e, c))?;
     c.register_global_property(js_string!("record"), js_record.clone(), Attribute::all())
         .map_err(|e| js_error(e, c))?;
@@ -299,4 +336,39 @@ fn install_helpers(c: &mut Context) -> JsResult<()> {
         1,
         NativeFunction::from_fn_ptr(|_, a, c| js_date(a, c, "dhis2_period", dates::dhis2_month)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A script sees `record.results` as before the shared-object conversion: the first
+    /// observation per test code, keys in the same order, equal to a full conversion.
+    #[test]
+    fn record_results_are_the_first_observation_per_code_in_key_order() {
+        let record = json!({
+            "sample_id": "S1",
+            "observations": [
+                {"test_code": "RIF", "value": "DETECTED"},
+                {"test_code": "MTB", "value": "NOT DETECTED"},
+                {"test_code": "RIF", "value": "second"}
+            ],
+            "results": {"MTB": {"test_code": "MTB", "value": "NOT DETECTED"},
+                        "RIF": {"test_code": "RIF", "value": "DETECTED"}}
+        });
+        let out = run_in_context(
+            "(r) => ({ keys: Object.keys(r.results), rif: r.results.RIF.value, \
+               same: r.results.MTB === r.observations[1], results: r.results, top: Object.keys(r) })",
+            &record,
+            &json!({}),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(out["keys"], json!(["MTB", "RIF"]));
+        assert_eq!(out["rif"], "DETECTED");
+        assert_eq!(out["same"], true);
+        assert_eq!(out["results"], record["results"]);
+        assert_eq!(out["top"], json!(["observations", "results", "sample_id"]));
+    }
 }

@@ -15,10 +15,11 @@ use super::builder::map_value;
 use super::dates;
 use super::uid::deterministic_uid;
 use super::{Limits, Tempr, TemprError};
-use minijinja::value::{Kwargs, Value as JValue};
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value as JValue};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, context};
 use serde_json::Value;
 use std::io;
+use std::sync::Arc;
 
 const NAME: &str = "tempr";
 
@@ -86,8 +87,8 @@ impl Template {
             over: false,
         };
         let vars = context! {
-            record => JValue::from_serialize(record),
-            ctx => JValue::from_serialize(ctx),
+            record => Json::root(record),
+            ctx => Json::root(ctx),
             tempr => context! { name => tempr.name.clone(), version => tempr.version },
         };
         match tmpl.render_captured_to(vars, &mut out) {
@@ -105,6 +106,91 @@ impl Template {
                 line: e.line(),
                 message: describe(&e, &self.source),
             }),
+        }
+    }
+}
+
+/// A JSON document the template reads lazily: a key or index is converted when the template
+/// touches it, not before. A real GeneXpert MTB/RIF Ultra result has 80 observations (~80 KB as
+/// a record view, `observations` plus `results`); converting all of it to minijinja values took
+/// ~1 ms per render for a template that reads five of them (benches/tempr.rs).
+#[derive(Debug)]
+struct Json {
+    root: Arc<Value>,
+    /// Where this node is below `root`: object keys and array indexes.
+    path: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Json {
+    fn root(v: &Value) -> JValue {
+        Json::wrap(Arc::new(v.clone()), Vec::new())
+    }
+
+    /// A scalar becomes a plain value; an object or array stays lazy.
+    fn wrap(root: Arc<Value>, path: Vec<Step>) -> JValue {
+        let node = Json::at(&root, &path);
+        match node {
+            Value::Null => JValue::from(()),
+            Value::Bool(b) => JValue::from(*b),
+            Value::Number(_) | Value::String(_) => JValue::from_serialize(node),
+            Value::Object(_) | Value::Array(_) => JValue::from_object(Json { root, path }),
+        }
+    }
+
+    fn at<'a>(root: &'a Value, path: &[Step]) -> &'a Value {
+        path.iter().fold(root, |v, step| match step {
+            Step::Key(k) => &v[k.as_str()],
+            Step::Index(i) => &v[*i],
+        })
+    }
+
+    fn node(&self) -> &Value {
+        Json::at(&self.root, &self.path)
+    }
+
+    fn child(&self, step: Step) -> JValue {
+        let mut path = self.path.clone();
+        path.push(step);
+        Json::wrap(self.root.clone(), path)
+    }
+}
+
+impl Object for Json {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        match self.node() {
+            Value::Array(_) => ObjectRepr::Seq,
+            _ => ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        match self.node() {
+            Value::Object(m) => {
+                let k = key.as_str()?;
+                m.contains_key(k)
+                    .then(|| self.child(Step::Key(k.to_owned())))
+            }
+            Value::Array(a) => {
+                let i = key.as_usize()?;
+                (i < a.len()).then(|| self.child(Step::Index(i)))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.node() {
+            Value::Object(m) => {
+                Enumerator::Values(m.keys().map(|k| JValue::from(k.as_str())).collect())
+            }
+            Value::Array(a) => Enumerator::Seq(a.len()),
+            _ => Enumerator::Empty,
         }
     }
 }
@@ -248,5 +334,47 @@ fn option(value: JValue, map: JValue, default: Option<JValue>) -> Result<JValue,
     match map_value(&pairs, &text) {
         Some(v) => Ok(JValue::from(v)),
         None => default.ok_or_else(|| invalid(format!("option(): {text:?} is not in the map"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Whatever a template does with the record, the lazy view renders exactly what the eager
+    /// conversion (`Value::from_serialize`) rendered.
+    #[test]
+    fn lazy_json_renders_like_the_eager_conversion() {
+        let record = json!({
+            "sample_id": "PR25A137", "patient_id": null, "n": 3, "ratio": 0.5, "ok": true,
+            "observations": [
+                {"test_code": "MTB", "value": "NOT DETECTED", "flags": [], "extra": {"lot": "56401"}},
+                {"test_code": "RIF", "value": "DETECTED", "flags": ["H", "A"], "extra": {}}
+            ],
+            "results": {"MTB": {"value": "NOT DETECTED"}, "RIF": {"value": "DETECTED"}}
+        });
+        let exprs = [
+            "{{ r|tojson }}",
+            "{{ r.observations[1]|tojson }}",
+            "{% for o in r.observations %}{{ o.test_code }}={{ o.value }};{% endfor %}",
+            "{% for k, v in r.results|dictsort %}{{ k }}:{{ v.value }},{% endfor %}",
+            "{{ r.results|length }} {{ r.observations|length }} {{ r.observations[1].flags|join('/') }}",
+            "{{ 'MTB' in r.results }} {{ 'XYZ' in r.results }} {{ r.missing is undefined }}",
+            "{{ r.observations|selectattr('value', 'eq', 'DETECTED')|map(attribute='test_code')|list }}",
+            "{{ r.n + 1 }} {{ r.ratio * 2 }} {{ r.ok }} {{ r.patient_id is none }} {{ r.sample_id|lower }}",
+            "{{ r.observations[0].extra.lot }} {{ r.observations[1].extra|length }} {{ r.results['RIF'].value }}",
+            "{% if r.observations %}some{% endif %}{% if r.observations[0].flags %}flags{% endif %}",
+        ];
+        for expr in exprs {
+            let mut env = Environment::new();
+            env.add_template("t", expr).unwrap();
+            let t = env.get_template("t").unwrap();
+            let eager = t
+                .render(context! { r => JValue::from_serialize(&record) })
+                .unwrap();
+            let lazy = t.render(context! { r => Json::root(&record) }).unwrap();
+            assert_eq!(lazy, eager, "{expr}");
+        }
     }
 }

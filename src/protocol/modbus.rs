@@ -204,7 +204,7 @@ impl RegisterSpec {
         Ok(value)
     }
 
-    fn code(&self) -> String {
+    pub fn code(&self) -> String {
         self.code.clone().unwrap_or_else(|| self.name.clone())
     }
 }
@@ -676,8 +676,8 @@ impl Poller {
     }
 }
 
-/// RFC 3339 UTC, seconds precision.
-fn stamp(t: OffsetDateTime) -> String {
+/// RFC 3339 UTC, seconds precision (`2026-11-22T08:00:00Z`): the form documents state times in.
+pub fn stamp(t: OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)

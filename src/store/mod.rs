@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod files;
 pub mod flood;
+pub mod history;
 pub mod outbox;
 pub mod retention;
 pub mod web;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_file_progress.sql"),
     include_str!("migrations/0004_web.sql"),
     include_str!("migrations/0005_counts.sql"),
+    include_str!("migrations/0006_web_history.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.

@@ -219,7 +219,7 @@ pub async fn create(
             "no [dhis2] section: configure DHIS2 first".into(),
         ));
     };
-    let result: Result<String, Vec<String>> = (|| {
+    let result: Result<(String, String), Vec<String>> = (|| {
         let text = tempr_text(&f).map_err(|e| vec![e])?;
         let name = f
             .get("name")
@@ -243,10 +243,12 @@ pub async fn create(
         let all: Vec<tempr::Tempr> = set.iter().cloned().chain([t]).collect();
         TemprSet::new(all).map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         super::write_atomic(&file, text.as_bytes()).map_err(|e| vec![e.to_string()])?;
-        Ok(name)
+        Ok((name, text))
     })();
     match result {
-        Ok(name) => {
+        Ok((name, text)) => {
+            let how = crate::store::history::SavedBy::Builder;
+            super::temprs::keep_version(&web, ctx.ip, &name, None, &text, how).await;
             web.audit(ctx.ip, "tempr.add", format!("Tempr {name} (builder)"))
                 .await;
             web.request_reload();

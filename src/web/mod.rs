@@ -16,12 +16,14 @@
 pub mod api;
 pub mod auth;
 pub mod builder;
+pub mod charts;
 pub mod disk;
 pub mod edit;
 pub mod host;
 pub mod logs;
 pub mod network;
 pub mod pages;
+pub mod temprs;
 
 use crate::config::Config;
 use crate::config::web::WebSettings;
@@ -443,6 +445,12 @@ pub fn router(web: Shared) -> Router {
         .route("/temprs", get(pages::temprs))
         .route("/temprs/new", get(builder::page).post(builder::create))
         .route("/temprs/{name}", get(pages::tempr).post(pages::tempr_save))
+        .route("/temprs/{name}/versions", get(temprs::versions_page))
+        .route("/temprs/{name}/versions/{v}", get(temprs::version_page))
+        .route(
+            "/temprs/{name}/versions/{v}/restore",
+            post(temprs::restore_page),
+        )
         .route("/devices", get(pages::devices).post(pages::device_save))
         .route("/devices/new", get(pages::device_new))
         .route("/devices/{id}", get(pages::device_edit))
@@ -456,7 +464,7 @@ pub fn router(web: Shared) -> Router {
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/metrics", get(api::metrics))
-        .nest("/api/v1", api::routes());
+        .nest("/api/v1", api::routes().merge(temprs::api_routes()));
     for probe in PROBES {
         // Answered by the guard; the route exists so the path is not a 404 before it.
         r = r.route(probe, get(|| async { Redirect::to("/login") }));

@@ -5,6 +5,7 @@ use super::edit::{self, EditError};
 use super::{Ctx, Shared, Web, WebError, auth, cookie, set_cookie};
 use crate::config::{Config, Transport};
 use crate::pipeline::RenderCtx;
+use crate::store::history::SavedBy;
 use crate::store::{RecordStatus, outbox, web as q};
 use crate::tempr::{self, TemprKind, TemprSet};
 use axum::Form;
@@ -47,6 +48,20 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("system.html", include_str!("templates/system.html")),
         ("builder.html", include_str!("templates/builder.html")),
         ("network.html", include_str!("templates/network.html")),
+        (
+            "tempr_versions.html",
+            include_str!("templates/tempr_versions.html"),
+        ),
+        (
+            "tempr_version.html",
+            include_str!("templates/tempr_version.html"),
+        ),
+        ("chains.html", include_str!("templates/chains.html")),
+        (
+            "tempr_version_list.html",
+            include_str!("templates/tempr_version_list.html"),
+        ),
+        ("fridges.html", include_str!("templates/fridges.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");
@@ -469,8 +484,10 @@ pub fn chart(days: &[q::Day]) -> String {
 pub async fn dashboard(
     State(web): State<Shared>,
     Extension(ctx): Extension<Ctx>,
+    Query(window): Query<super::charts::Window>,
 ) -> Result<Response, WebError> {
     let s = status(&web).await?;
+    let fridges = super::charts::dashboard(&web, &window).await?;
     page(
         &web,
         "dashboard.html",
@@ -480,7 +497,7 @@ pub async fn dashboard(
             chart => chart(&s.days), days => s.days, sources => s.sources, messages => s.messages,
             outbox => s.outbox, dhis2 => s.dhis2_configured, link => s.link, paused => s.paused,
             server_version => s.server_version, last_delivery => s.last_delivery,
-            store_failure => s.store_failure, disk => s.disk,
+            store_failure => s.store_failure, disk => s.disk, fridges => fridges,
         },
     )
 }
@@ -895,7 +912,8 @@ pub async fn temprs(
         "temprs.html",
         &ctx,
         "temprs",
-        context! { dir => dir, temprs => list, load_errors => errors },
+        context! { dir => dir, temprs => list, load_errors => errors,
+        chains => super::temprs::chains_of(&web) },
     )
 }
 
@@ -1017,13 +1035,19 @@ async fn tempr_page(
         Some(id) => Some(tempr_test(web, name, id).await?),
         None => None,
     };
+    let versions = super::temprs::version_list(web, name).await?;
+    let chains: Vec<_> = super::temprs::chains_of(web)
+        .into_iter()
+        .filter(|c| c.steps.iter().any(|s| s.name == name))
+        .collect();
     let mut r = page(
         web,
         "tempr.html",
         ctx,
         "temprs",
         context! { name => name, file => file.display().to_string(), text => text, recent => recent,
-        record_id => record_id, test => test, errors => errors },
+        record_id => record_id, test => test, errors => errors, versions => versions,
+        chains => chains },
     )?;
     *r.status_mut() = status;
     Ok(r)
@@ -1034,8 +1058,15 @@ pub struct TemprForm {
     text: String,
 }
 
-/// Check an edited Tempr file (alone and with the others: names, chains) and write it.
-pub async fn save_tempr(web: &Web, ip: IpAddr, name: &str, text: &str) -> Result<(), Vec<String>> {
+/// Check an edited Tempr file (alone and with the others: names, chains) and write it; the text
+/// is kept as a new version (src/web/temprs.rs), whose number is returned (0 if not kept).
+pub async fn save_tempr(
+    web: &Web,
+    ip: IpAddr,
+    name: &str,
+    text: &str,
+    how: SavedBy,
+) -> Result<i64, Vec<String>> {
     let config = web.config();
     let (_, set) = load_temprs(&config);
     let set = set?;
@@ -1053,18 +1084,24 @@ pub async fn save_tempr(web: &Web, ip: IpAddr, name: &str, text: &str) -> Result
         .collect();
     TemprSet::new(others)
         .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    {
+    let previous = {
         let _guard = web.edit_lock.lock().await;
+        let previous = std::fs::read_to_string(&file).ok();
         super::write_atomic(&file, text.as_bytes()).map_err(|e| vec![e.to_string()])?;
-    }
-    web.audit(
-        ip,
-        "tempr.edit",
-        format!("Tempr {name} ({})", file.display()),
-    )
-    .await;
+        previous
+    };
+    let version = super::temprs::keep_version(web, ip, name, previous, text, how).await;
+    let action = match how {
+        SavedBy::Restore => "tempr.restore",
+        _ => "tempr.edit",
+    };
+    let detail = match version {
+        Some(v) => format!("Tempr {name} ({}) saved as version {v}", file.display()),
+        None => format!("Tempr {name} ({})", file.display()),
+    };
+    web.audit(ip, action, detail).await;
     web.request_reload();
-    Ok(())
+    Ok(version.unwrap_or(0))
 }
 
 pub async fn tempr_save(
@@ -1073,8 +1110,8 @@ pub async fn tempr_save(
     Path(name): Path<String>,
     Form(f): Form<TemprForm>,
 ) -> Result<Response, WebError> {
-    match save_tempr(&web, ctx.ip, &name, &f.text).await {
-        Ok(()) => Ok(Redirect::to(&format!("/temprs/{name}")).into_response()),
+    match save_tempr(&web, ctx.ip, &name, &f.text, SavedBy::Edit).await {
+        Ok(_) => Ok(Redirect::to(&format!("/temprs/{name}")).into_response()),
         Err(errors) => {
             tempr_page(
                 &web,

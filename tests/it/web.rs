@@ -9,6 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod history;
+
 const PASSWORD: &str = "clinic-a-admin-2026";
 
 /// One HTTP answer.
@@ -211,6 +213,8 @@ const GET_ROUTES: &[&str] = &[
     "/dhis2",
     "/temprs",
     "/temprs/lab-event",
+    "/temprs/lab-event/versions",
+    "/temprs/lab-event/versions/1",
     "/devices",
     "/devices/new",
     "/devices/gx",
@@ -225,6 +229,9 @@ const GET_ROUTES: &[&str] = &[
     "/api/v1/records/1",
     "/api/v1/sources",
     "/api/v1/temprs",
+    "/api/v1/temprs/lab-event/versions",
+    "/api/v1/tempr-chains",
+    "/api/v1/devices/fridge-1/temperatures",
     "/api/v1/audit",
     "/api/v1/system/time",
     "/api/v1/system/backup",
@@ -237,6 +244,7 @@ const POST_ROUTES: &[&str] = &[
     "/dhis2/sync",
     "/dhis2/pause",
     "/temprs/lab-event",
+    "/temprs/lab-event/versions/1/restore",
     "/devices",
     "/devices/gx/enabled",
     "/system/time",
@@ -247,6 +255,7 @@ const POST_ROUTES: &[&str] = &[
     "/api/v1/sources",
     "/api/v1/sources/gx/enabled",
     "/api/v1/temprs/lab-event/test",
+    "/api/v1/temprs/lab-event/versions/1/restore",
     "/api/v1/dhis2/pause",
     "/api/v1/system/time",
     "/api/v1/system/restore",

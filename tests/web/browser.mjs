@@ -45,13 +45,19 @@ const temprs = path.join(dir, "temprs");
 fs.mkdirSync(temprs);
 for (const f of fs.readdirSync(path.join(root, "config/temprs"))) fs.copyFileSync(path.join(root, "config/temprs", f), path.join(temprs, f));
 
-const [webPort, simPort, astmPort] = [await freePort(), await freePort(), await freePort()];
+const [webPort, simPort, astmPort, fridgePort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+// A fake Modbus fridge logger (pymodbus) for the dashboard's temperature chart.
+const fridge = spawn("python3", [path.join(root, "tests/fixtures/modbus/fake_fridge_logger.py"), "tcp", "127.0.0.1", String(fridgePort)], { stdio: ["pipe", "ignore", "ignore"] });
+children.push(fridge);
 const sim = spawn(SIM, ["--listen", `127.0.0.1:${simPort}`, "--version", "2.41.3", "--token", TOKEN, "--user", "admin:district",
   "--metadata", path.join(root, "tests/fixtures/dhis2/metadata.json")], { stdio: "ignore" });
 children.push(sim);
 const config = path.join(dir, "pocketgate.toml");
 fs.writeFileSync(config, `# browser test\n[gateway]\nname = "clinic-a"\ndata_dir = "${path.join(dir, "data")}"\n\n` +
   `[web]\nlisten = "127.0.0.1:${webPort}"\n\n` +
+  `[[sources]]\nid = "fridge-1"\nenabled = false\nprotocol = "modbus"\ntransport = "tcp-client"\nconnect = "127.0.0.1:${fridgePort}"\nbackoff_min = "200ms"\nbackoff_max = "1s"\n` +
+  `[sources.modbus]\nunit_id = 1\npoll_interval = "200ms"\ntimeout = "500ms"\nsummary_interval = "1s"\n` +
+  `[[sources.modbus.registers]]\nname = "temperature"\naddress = 0\ntype = "i16"\nscale = 0.1\nunit = "Cel"\nmin = 2\nmax = 8\nhysteresis = 0.5\n\n` +
   `[dhis2]\nurl = "http://127.0.0.1:${simPort}"\ntoken_env = "PG_TEST_DHIS2_TOKEN"\ntemprs = "${temprs}"\norg_unit = "OuClinicA01"\nretry_min = "200ms"\nretry_max = "1s"\n`);
 const log = fs.openSync(path.join(dir, "gateway.log"), "a");
 const gw = spawn(BIN, ["run", "--config", config], { stdio: ["ignore", "ignore", log], env: { ...process.env, PG_TEST_DHIS2_TOKEN: TOKEN } });
@@ -129,6 +135,35 @@ try {
   await p.goto(base + "/system");
   await shot(p, "system");
 
+  // Tempr versions: a save keeps the old text; version 1 diffs against the current file.
+  await p.goto(base + "/temprs/gx-browser");
+  const text = await p.inputValue("textarea[name=text]");
+  await p.fill("textarea[name=text]", text.replace("version = 1", "version = 2"));
+  await p.click("text=Check and save");
+  await p.waitForURL(/\/temprs\/gx-browser$/);
+  await p.goto(base + "/temprs/gx-browser/versions/1");
+  const v1 = await p.textContent("main");
+  check(v1.includes("Restore this version") && v1.includes("- version = 1") && v1.includes("+ version = 2"), "version 1 and its diff: " + v1);
+  await shot(p, "tempr-version");
+  await p.goto(base + "/temprs");
+  check((await p.textContent("main")).includes("1. tracker-person"), "the chain view lists the person → event chain");
+
+  // Fridge chart: switch the logger's source on (it is off so far, to keep record 1 the
+  // GeneXpert's), a warm spell (9.4 °C) and back, then the dashboard card.
+  const csrf = await p.getAttribute("input[name=csrf]", "value");
+  const on = await p.evaluate(async (token) => (await fetch("/api/v1/sources/fridge-1/enabled", { method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": token }, body: JSON.stringify({ enabled: true }) })).status, csrf);
+  check(on === 200, "fridge source switched on: " + on);
+  await sleep(2500);
+  fridge.stdin.write("set 0 94\n");
+  await sleep(1500);
+  fridge.stdin.write("set 0 47\n");
+  await sleep(2500);
+  await p.goto(base + "/");
+  const card = await p.textContent("section.fridge");
+  check(card.includes("fridge-1: temperature") && card.includes("1 excursion") && (await p.$("section.fridge svg")) !== null, "fridge chart: " + card);
+  await shot(p, "dashboard-fridge");
+
   // Desktop width: log in as a new visitor and photograph every page.
   const desk = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
   await desk.goto(base + "/");
@@ -138,7 +173,7 @@ try {
   await desk.click("text=Log in");
   await desk.waitForURL(base + "/");
   for (const [name, url] of [["dashboard", "/"], ["records", "/records"], ["record", "/records/1"], ["devices", "/devices"],
-    ["device-form", "/devices/genexpert-1"], ["temprs", "/temprs"], ["tempr", "/temprs/gx-browser?record=1"], ["builder", "/temprs/new?stage=LabGxEvnt01/LabRsltStg1"],
+    ["device-form", "/devices/genexpert-1"], ["temprs", "/temprs"], ["tempr", "/temprs/gx-browser?record=1"], ["tempr-version", "/temprs/gx-browser/versions/1"], ["builder", "/temprs/new?stage=LabGxEvnt01/LabRsltStg1"],
     ["dhis2", "/dhis2"], ["system", "/system"]]) {
     await desk.goto(base + url);
     await shot(desk, name);

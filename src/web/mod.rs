@@ -8,6 +8,7 @@
 //! - [`logs`]    the last log lines, kept in memory for the System page
 //! - [`network`] the Network page and API: hotspot, uplinks, apply, scan (src/netcfg)
 //! - [`host`]    the system-interface seam (setting the clock) so a laptop is never changed
+//! - [`reboot`]  the System page's Reboot button, through netcfg's `System` seam
 //!
 //! Every route needs a session except the login/first-boot pages, static assets and the
 //! captive-portal probes, which lead to the login page. One middleware ([`guard`]) checks the
@@ -22,6 +23,7 @@ pub mod host;
 pub mod logs;
 pub mod network;
 pub mod pages;
+pub mod reboot;
 
 use crate::config::Config;
 use crate::config::web::WebSettings;
@@ -376,6 +378,9 @@ async fn guard(
     if path.starts_with("/static/") || path == "/favicon.ico" {
         return next.run(req).await;
     }
+    if path == "/metrics" && api::metrics_bearer_ok(&web.settings, req.headers()) {
+        return next.run(req).await;
+    }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     let has_password = match web.read(crate::store::web::admin_hash).await {
         Ok(h) => h.is_some(),
@@ -451,6 +456,7 @@ pub fn router(web: Shared) -> Router {
         .route("/system", get(pages::system))
         .route("/system/time", post(pages::system_time))
         .route("/system/password", post(pages::system_password))
+        .route("/system/reboot", post(reboot::reboot))
         .route("/system/backup", get(api::backup))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/app.css", get(pages::css))

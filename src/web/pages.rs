@@ -47,6 +47,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("system.html", include_str!("templates/system.html")),
         ("builder.html", include_str!("templates/builder.html")),
         ("network.html", include_str!("templates/network.html")),
+        ("reboot.html", include_str!("templates/reboot.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");

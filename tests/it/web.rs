@@ -2,6 +2,8 @@
 //! login rate limiting, write-only secrets, and a source added from the form that receives a
 //! real GeneXpert capture.
 
+mod admin;
+
 use crate::support::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -241,6 +243,7 @@ const POST_ROUTES: &[&str] = &[
     "/devices/gx/enabled",
     "/system/time",
     "/system/password",
+    "/system/reboot",
     "/network",
     "/api/v1/records/1/retry",
     "/api/v1/records/1/rerender",

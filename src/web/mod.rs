@@ -4,6 +4,7 @@
 //! - [`pages`]   server-rendered pages (minijinja templates compiled into the binary)
 //! - [`api`]     `/api/v1/…` JSON for what the pages do, `/metrics` (Prometheus text)
 //! - [`builder`] the Tempr builder page: dropdowns from the cached DHIS2 metadata
+//! - [`capture`] capture mode: record an unknown serial port live, detect protocol and baud
 //! - [`edit`]    config edits: validated like the file, written atomically with comments kept
 //! - [`logs`]    the last log lines, kept in memory for the System page
 //! - [`network`] the Network page and API: hotspot, uplinks, apply, scan (src/netcfg)
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod auth;
 pub mod builder;
+pub mod capture;
 pub mod disk;
 pub mod edit;
 pub mod host;
@@ -89,6 +91,8 @@ pub struct Web {
     /// Serialises config and Tempr edits (read-modify-write of one file).
     pub edit_lock: tokio::sync::Mutex<()>,
     pub started: Instant,
+    /// The running or last serial capture (one at a time).
+    pub captures: capture::Captures,
 }
 
 pub type Shared = Arc<Web>;
@@ -120,6 +124,7 @@ impl Web {
             sync_parts,
             edit_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            captures: capture::Captures::default(),
             settings,
             config: RwLock::new(config),
         });
@@ -462,7 +467,8 @@ pub fn router(web: Shared) -> Router {
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/metrics", get(api::metrics))
-        .nest("/api/v1", api::routes());
+        .nest("/api/v1", api::routes())
+        .merge(capture::routes());
     for probe in PROBES {
         // Answered by the guard; the route exists so the path is not a 404 before it.
         r = r.route(probe, get(|| async { Redirect::to("/login") }));

@@ -29,6 +29,9 @@ pub fn templates() -> minijinja::Environment<'static> {
         }
         s
     });
+    env.add_filter("urlencode", |s: String| {
+        minijinja::Value::from_safe_string(super::capture::urlencode(&s))
+    });
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -48,6 +51,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("builder.html", include_str!("templates/builder.html")),
         ("network.html", include_str!("templates/network.html")),
         ("reboot.html", include_str!("templates/reboot.html")),
+        ("capture.html", include_str!("templates/capture.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");
@@ -711,9 +715,10 @@ pub async fn devices(
     let sources: Vec<Value> = config
         .sources
         .iter()
-        .map(|s| json!({"id": s.id.0, "protocol": s.protocol.name(), "enabled": s.enabled, "connection": connection(&s.transport)}))
+        .map(|s| json!({"id": s.id.0, "protocol": s.protocol.name(), "enabled": s.enabled, "connection": connection(&s.transport),
+            "serial_port": match &s.transport { Transport::Serial(p) if !p.port.is_empty() => Some(p.port.clone()), _ => None }}))
         .collect();
-    let ports: Vec<String> = serial_ports().into_iter().map(|(_, l)| l).collect();
+    let ports = serial_ports();
     page(
         &web,
         "devices.html",

@@ -3,6 +3,7 @@
 //! real GeneXpert capture.
 
 mod admin;
+mod capture_ui;
 
 use crate::support::*;
 use std::collections::BTreeMap;
@@ -219,6 +220,9 @@ const GET_ROUTES: &[&str] = &[
     "/system",
     "/system/backup",
     "/network",
+    "/capture",
+    "/capture/1/file",
+    "/api/v1/capture/1",
     "/api/v1/network",
     "/api/v1/network/scan",
     "/metrics",
@@ -244,6 +248,8 @@ const POST_ROUTES: &[&str] = &[
     "/system/time",
     "/system/password",
     "/system/reboot",
+    "/capture",
+    "/capture/1/stop",
     "/network",
     "/api/v1/records/1/retry",
     "/api/v1/records/1/rerender",

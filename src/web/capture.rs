@@ -286,13 +286,22 @@ pub async fn start(
     );
     web.audit(ctx.ip, "capture.start", detail).await;
     let s = session.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = capture::capture_until(&s.port, settings, &s.stop).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::warn!(port = %s.port, error = %e, "capture failed");
-        }
-        *s.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-    });
+    // A plain thread, not spawn_blocking: the runtime waits for blocking tasks when it shuts
+    // down, and a capture may have minutes left; a process exit ends this thread at once.
+    let spawned = std::thread::Builder::new()
+        .name("web-capture".into())
+        .spawn(move || {
+            let result =
+                capture::capture_until(&s.port, settings, &s.stop).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::warn!(port = %s.port, error = %e, "capture failed");
+            }
+            *s.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        });
+    if let Err(e) = spawned {
+        *session.outcome.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Err(format!("cannot start the capture thread: {e}")));
+    }
     Ok(Redirect::to("/capture").into_response())
 }
 

@@ -187,4 +187,27 @@ fn capture_from_the_web_page_shows_live_astm_bytes_stops_and_detects_astm() {
     let audit = b.get("/api/v1/audit").body;
     assert!(audit.contains("capture.start"), "{audit}");
     assert_eq!(b.get("/api/v1/capture/2").status, 404);
+
+    // A port that is not there: the capture ends at once and says why.
+    let r = b.post_form(
+        "/capture",
+        &[("csrf", &csrf), ("port", "/dev/pocketgate-no-such-tty")],
+    );
+    assert_eq!((r.status, r.location()), (303, "/capture"), "{r:?}");
+    let (mut seen, mut from) = (Vec::new(), 0);
+    let j = poll_until(&mut b, 2, &mut seen, &mut from, |_, j| {
+        j["running"] == false
+    });
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot open serial port")),
+        "{j}"
+    );
+    assert!(j["result"].is_null() && seen.is_empty(), "{j}");
+    assert_eq!(
+        b.get("/api/v1/capture/1").status,
+        404,
+        "only the last is kept"
+    );
 }

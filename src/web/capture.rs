@@ -179,7 +179,7 @@ pub async fn capture_page(
             ports => serial_ports(), bauds => SUPPORTED_BAUD_RATES,
             max_minutes => MAX_DURATION.as_secs() / 60,
             default_seconds => DEFAULT_DURATION.as_secs(), max_seconds => MAX_DURATION.as_secs(),
-            max_kib => MAX_BYTES / 1024,
+            max_mib => MAX_BYTES >> 20,
         },
     )
 }

@@ -66,7 +66,7 @@ fn capture_from_the_web_page_shows_live_astm_bytes_stops_and_detects_astm() {
         page.body
     );
     assert!(
-        page.body.contains("at most 10 minutes and 1024 KiB"),
+        page.body.contains("at most 10 minutes and 1 MiB"),
         "{}",
         page.body
     );

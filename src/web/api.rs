@@ -3,7 +3,6 @@
 
 use super::{Ctx, Shared, WebError};
 use super::{auth, pages};
-use crate::config::web::WebSettings;
 use crate::store::web as q;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -275,10 +274,10 @@ async fn restore(
 
 /// Prometheus text format (hand-written; every name starts with `pocketgate_`).
 /// `/metrics` for a scraper without a session: `Authorization: Bearer <token>` matching
-/// `[web] metrics_token_file`/`_env` (read per request, compared in constant time). No token
-/// configured, or it cannot be read: only a session gets in.
-pub fn metrics_bearer_ok(settings: &WebSettings, headers: &HeaderMap) -> bool {
-    let Some(secret) = &settings.metrics_token else {
+/// `[web] metrics_token_file`/`_env` of the current config (read per request, compared in
+/// constant time). No token configured, or it cannot be read: only a session gets in.
+pub fn metrics_bearer_ok(web: &super::Web, headers: &HeaderMap) -> bool {
+    let Some(secret) = web.config().web.and_then(|w| w.metrics_token) else {
         return false;
     };
     let Some(given) = headers

@@ -383,7 +383,7 @@ async fn guard(
     if path.starts_with("/static/") || path == "/favicon.ico" {
         return next.run(req).await;
     }
-    if path == "/metrics" && api::metrics_bearer_ok(&web.settings, req.headers()) {
+    if path == "/metrics" && api::metrics_bearer_ok(&web, req.headers()) {
         return next.run(req).await;
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD);
@@ -462,6 +462,7 @@ pub fn router(web: Shared) -> Router {
         .route("/system/time", post(pages::system_time))
         .route("/system/password", post(pages::system_password))
         .route("/system/reboot", post(reboot::reboot))
+        .route("/system/metrics-token", post(reboot::metrics_token))
         .route("/system/backup", get(api::backup))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/app.css", get(pages::css))

@@ -1340,7 +1340,8 @@ pub async fn system(
         context! { now => rfc3339(now), now_unix => now.unix_timestamp(), can_set_clock => web.host.can_set_clock(),
         db_path => web.db.display().to_string(), db_size => human_bytes(db_bytes(&web.db)), total => total,
         audit => audit, logs => super::logs::tail(), version => env!("CARGO_PKG_VERSION"),
-        uptime => format!("{}h {}m", up / 3600, up / 60 % 60) },
+        uptime => format!("{}h {}m", up / 3600, up / 60 % 60),
+        metrics_token_set => web.config().web.is_some_and(|w| w.metrics_token.is_some()) },
     )
 }
 

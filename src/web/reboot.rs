@@ -13,7 +13,7 @@ use super::pages::page;
 use super::{Ctx, Shared, WebError, network};
 use crate::netcfg::{self, System, SystemSettings};
 use axum::extract::{Extension, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use minijinja::context;
 
 /// `[system]` of `<data_dir>/network.toml`, or the defaults when there is no file.
@@ -54,4 +54,42 @@ pub async fn reboot(
         .map_err(|e| WebError::Internal(format!("the reboot command failed: {e}")))?;
     tracing::warn!(command = %command, "rebooting at the web page's request");
     page(&web, "reboot.html", &ctx, "system", context! {})
+}
+
+#[derive(serde::Deserialize)]
+pub struct MetricsTokenForm {
+    token: String,
+}
+
+/// Most characters of a `/metrics` token (it travels in a header).
+const MAX_TOKEN_CHARS: usize = 256;
+
+/// `POST /system/metrics-token`: a new bearer token for Prometheus, write-only (the page says
+/// only whether one is set). Kept with the Reboot button: both are the System page's machine
+/// settings outside a config section of their own.
+pub async fn metrics_token(
+    State(web): State<Shared>,
+    Extension(ctx): Extension<Ctx>,
+    axum::extract::Form(f): axum::extract::Form<MetricsTokenForm>,
+) -> Result<Response, WebError> {
+    let token = f.token.trim().to_owned();
+    if token.len() < 16
+        || token.len() > MAX_TOKEN_CHARS
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(WebError::BadRequest(format!(
+            "the token must be 16 to {MAX_TOKEN_CHARS} printable characters without spaces"
+        )));
+    }
+    let data_dir = web.config().gateway.data_dir.clone();
+    super::pages::apply_edit(
+        &web,
+        ctx.ip,
+        "web.metrics_token",
+        "new /metrics token".into(),
+        move |p| super::edit::save_metrics_token(p, &data_dir, &token),
+    )
+    .await
+    .map_err(|e| WebError::BadRequest(super::pages::edit_errors(&e).join("; ")))?;
+    Ok(axum::response::Redirect::to("/system").into_response())
 }

@@ -248,6 +248,7 @@ const POST_ROUTES: &[&str] = &[
     "/system/time",
     "/system/password",
     "/system/reboot",
+    "/system/metrics-token",
     "/capture",
     "/capture/1/stop",
     "/network",

@@ -101,14 +101,72 @@ fn metrics_accepts_the_bearer_token_or_a_session_and_nothing_else() {
     let m = b.get("/metrics");
     assert_eq!(m.status, 200, "{m:?}");
     assert!(m.body.contains("pocketgate_messages"));
+    assert_token_never_shown(&mut b, METRICS_TOKEN);
+}
+
+fn assert_token_never_shown(b: &mut Browser, token: &str) {
     for path in GET_ROUTES {
         let r = b.get(path);
-        assert!(!r.body.contains(METRICS_TOKEN), "{path} shows the token");
+        assert!(!r.body.contains(token), "{path} shows the token");
         assert!(
-            r.headers.iter().all(|(_, v)| !v.contains(METRICS_TOKEN)),
+            r.headers.iter().all(|(_, v)| !v.contains(token)),
             "{path} has the token in a header"
         );
     }
+}
+
+#[test]
+fn a_new_metrics_token_set_on_the_system_page_replaces_the_old_one_and_is_never_shown() {
+    const NEW: &str = "new-prom-token-from-the-page-42";
+    let (gw, addr) = metrics_gateway();
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    assert!(b.get("/system").body.contains("token: set"));
+    let r = b.post_form("/system/metrics-token", &[("token", NEW)]);
+    assert_eq!(r.status, 403, "no CSRF: {r:?}");
+    let r = b.post_form(
+        "/system/metrics-token",
+        &[("csrf", &csrf), ("token", "short")],
+    );
+    assert_eq!(r.status, 422, "{r:?}");
+    let r = b.post_form("/system/metrics-token", &[("csrf", &csrf), ("token", NEW)]);
+    assert_eq!((r.status, r.location()), (303, "/system"), "{r:?}");
+
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    assert!(
+        !config.contains(NEW),
+        "the config names the file, not the token"
+    );
+    assert!(
+        config.contains("metrics_token_file") && !config.contains("metrics_token_env"),
+        "{config}"
+    );
+    let file = gw.dir.path().join("data/secrets/metrics_token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{NEW}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut scraper = Browser::new(addr);
+    let scrape = |s: &mut Browser, t: &str| {
+        s.send(
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {t}"))],
+            None,
+        )
+        .status
+    };
+    assert_eq!(scrape(&mut scraper, NEW), 200);
+    assert_eq!(
+        scrape(&mut scraper, METRICS_TOKEN),
+        401,
+        "the old token is gone"
+    );
+    let audit = b.get("/api/v1/audit").body;
+    assert!(audit.contains("web.metrics_token"), "{audit}");
+    assert_token_never_shown(&mut b, NEW);
 }
 
 #[test]

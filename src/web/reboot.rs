@@ -48,10 +48,14 @@ pub async fn reboot(
         format!("reboot requested ({command})"),
     )
     .await;
-    tokio::task::spawn_blocking(move || netcfg::Host::new(&settings).reboot())
+    let ran = tokio::task::spawn_blocking(move || netcfg::Host::new(&settings).reboot())
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .map_err(|e| WebError::Internal(format!("the reboot command failed: {e}")))?;
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    if let Err(e) = ran {
+        let why = format!("the reboot command failed: {e}");
+        web.audit(ctx.ip, "system.reboot", why.clone()).await;
+        return Err(WebError::Internal(why));
+    }
     tracing::warn!(command = %command, "rebooting at the web page's request");
     page(&web, "reboot.html", &ctx, "system", context! {})
 }

@@ -39,6 +39,21 @@ fn reboot_button_runs_the_system_reboot_command_once_and_is_audited() {
 }
 
 #[test]
+fn a_failing_reboot_command_is_shown_and_audited() {
+    let (_gw, addr, file, _root) = network_gateway();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text += "reboot = [\"sh\", \"-c\", \"echo not permitted >&2; exit 1\"]\n";
+    std::fs::write(&file, text).unwrap();
+    let mut b = Browser::new(addr);
+    let csrf = b.set_password();
+    let r = b.post_form("/system/reboot", &[("csrf", &csrf), ("sure", "on")]);
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(r.body.contains("not permitted"), "{}", r.body);
+    let audit = b.get("/api/v1/audit").body;
+    assert!(audit.contains("the reboot command failed"), "{audit}");
+}
+
+#[test]
 fn reboot_is_refused_on_a_gateway_that_does_not_manage_its_machine() {
     // No network.toml: [system] root is "/", and manage_clock is off.
     let (_gw, addr) = web_gateway("");

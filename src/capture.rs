@@ -58,6 +58,7 @@ use crate::protocol::hl7::mllp::{FS, VT};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -607,7 +608,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Rx => "rx",
             Direction::Tx => "tx",
@@ -695,6 +696,12 @@ fn timestamp(at: OffsetDateTime) -> String {
 }
 
 /// Readable rendering: printable ASCII as is, control bytes as `<STX>`, others as `<xHH>`.
+pub fn render(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + 8);
+    render_into(&mut s, bytes);
+    s
+}
+
 fn render_into(s: &mut String, bytes: &[u8]) {
     for &b in bytes {
         let name = match b {
@@ -850,6 +857,8 @@ pub struct CaptureSettings {
     pub idle_stop: Option<Duration>,
     /// Time per rate while probing ([`DEFAULT_PROBE_FOR`]).
     pub probe_for: Duration,
+    /// Stop once this many bytes have been written (all rates); `None`: no limit (the CLI).
+    pub max_bytes: Option<usize>,
 }
 
 impl CaptureSettings {
@@ -861,6 +870,7 @@ impl CaptureSettings {
             out,
             idle_stop: None,
             probe_for: DEFAULT_PROBE_FOR,
+            max_bytes: None,
         }
     }
 }
@@ -874,6 +884,10 @@ pub enum Stopped {
     Idle,
     /// The port failed (cable or USB adapter pulled); everything heard before is in the file.
     PortLost(String),
+    /// [`CaptureSettings::max_bytes`] were written.
+    Full,
+    /// The caller's stop flag was set ([`capture_until`]; the web page's Stop button).
+    Asked,
 }
 
 /// The result of a capture, for the technician.
@@ -899,6 +913,8 @@ impl fmt::Display for CaptureReport {
             Stopped::Duration => "the time was up".to_string(),
             Stopped::Idle => "the line went quiet".to_string(),
             Stopped::PortLost(why) => format!("the port was lost ({why})"),
+            Stopped::Full => "the byte limit was reached".to_string(),
+            Stopped::Asked => "it was asked to stop".to_string(),
         };
         writeln!(
             f,
@@ -962,6 +978,16 @@ fn supported_list() -> String {
 /// Listen on `port` (never writing to it) and record every byte to `settings.out`; see the module
 /// docs. Blocking: run it on its own thread (or `spawn_blocking`) from async code.
 pub fn capture(port: &str, settings: CaptureSettings) -> Result<CaptureReport, CaptureError> {
+    capture_until(port, settings, &AtomicBool::new(false))
+}
+
+/// [`capture`] that also ends (within one 50 ms read timeout) once `stop` is set, with
+/// [`Stopped::Asked`]; set while probing, the rates heard so far are ranked.
+pub fn capture_until(
+    port: &str,
+    settings: CaptureSettings,
+    stop: &AtomicBool,
+) -> Result<CaptureReport, CaptureError> {
     if let Some(baud) = settings.baud
         && !SUPPORTED_BAUD_RATES.contains(&baud)
     {
@@ -984,6 +1010,8 @@ pub fn capture(port: &str, settings: CaptureSettings) -> Result<CaptureReport, C
         source,
     })?;
     let mut rec = Recorder {
+        stop,
+        max_bytes: settings.max_bytes.unwrap_or(usize::MAX),
         port_name: port.to_string(),
         port: serial,
         out: io::BufWriter::new(file),
@@ -1006,7 +1034,7 @@ pub fn capture(port: &str, settings: CaptureSettings) -> Result<CaptureReport, C
                 rec.file(|o| write_baud(o, rate, "probing"))?;
                 let (bytes, why) = rec.listen(Instant::now() + settings.probe_for, None)?;
                 heard.push((rate, bytes));
-                if let Stopped::PortLost(_) = why {
+                if why != Stopped::Duration {
                     stopped = Some(why);
                     break;
                 }
@@ -1052,7 +1080,9 @@ pub fn capture(port: &str, settings: CaptureSettings) -> Result<CaptureReport, C
 }
 
 /// The open port and the capture file, with running totals.
-struct Recorder {
+struct Recorder<'s> {
+    stop: &'s AtomicBool,
+    max_bytes: usize,
     port_name: String,
     port: Box<dyn serialport::SerialPort>,
     out: io::BufWriter<std::fs::File>,
@@ -1061,7 +1091,7 @@ struct Recorder {
     chunks: usize,
 }
 
-impl Recorder {
+impl Recorder<'_> {
     fn file(
         &mut self,
         f: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> io::Result<()>,
@@ -1101,6 +1131,12 @@ impl Recorder {
             let now = Instant::now();
             if now >= until {
                 return Ok((heard, Stopped::Duration));
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok((heard, Stopped::Asked));
+            }
+            if self.bytes >= self.max_bytes {
+                return Ok((heard, Stopped::Full));
             }
             if let (Some(idle), Some(last)) = (idle, last_byte)
                 && now.duration_since(last) >= idle

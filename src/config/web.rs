@@ -2,7 +2,7 @@
 //! kept apart from the rest of the config so the section reads in one place.
 
 use super::raw::{RawDuration, Val};
-use super::{Check, SourceConfig, Transport};
+use super::{Check, SecretRef, SourceConfig, Transport};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,12 @@ pub struct RawWeb {
     /// Let the System page set the clock (the board has no real-time clock). `true` on the
     /// device image; default `false`, so a laptop's clock is never touched.
     pub manage_clock: Option<Val<bool>>,
+    /// A file whose first line is the token Prometheus sends to scrape `/metrics` without a
+    /// browser session (`Authorization: Bearer <token>`). Without it (and without
+    /// `metrics_token_env`) `/metrics` needs a logged-in session like every other page.
+    pub metrics_token_file: Option<Val<PathBuf>>,
+    /// The same token from an environment variable. Give `metrics_token_file` or this, not both.
+    pub metrics_token_env: Option<Val<String>>,
 }
 
 /// `[web]`, validated.
@@ -44,6 +50,9 @@ pub struct WebSettings {
     pub initial_password_file: Option<PathBuf>,
     pub secure_cookie: bool,
     pub manage_clock: bool,
+    /// Where the `/metrics` bearer token lives (read per request, so a new file needs no
+    /// restart); never the token itself.
+    pub metrics_token: Option<SecretRef>,
 }
 
 impl Default for WebSettings {
@@ -56,6 +65,7 @@ impl Default for WebSettings {
             initial_password_file: None,
             secure_cookie: false,
             manage_clock: false,
+            metrics_token: None,
         }
     }
 }
@@ -88,7 +98,27 @@ impl Check<'_> {
             }
             None => d.listen,
         };
+        let token_file = self
+            .get("web.metrics_token_file", &w.metrics_token_file)
+            .map(|(p, _)| p.clone());
+        let token_env = self
+            .get("web.metrics_token_env", &w.metrics_token_env)
+            .map(|(v, line)| (v.clone(), line));
+        let metrics_token = match (token_file, token_env) {
+            (Some(_), Some((_, line))) => {
+                self.error(
+                    "web.metrics_token_env",
+                    line,
+                    "give metrics_token_file or metrics_token_env, not both",
+                );
+                None
+            }
+            (Some(p), None) => Some(SecretRef::File(p)),
+            (None, Some((v, _))) => Some(SecretRef::Env(v)),
+            (None, None) => None,
+        };
         WebSettings {
+            metrics_token,
             listen,
             session_lifetime: self.duration(
                 "web.session_lifetime",
@@ -152,6 +182,29 @@ mod tests {
         );
         assert!(
             e.contains("web.login_attempts (line 11): 0 is out of range (1 ..= 100)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_token_is_a_file_or_a_variable_never_both() {
+        let c = parse(&format!("{BASE}[web]\nmetrics_token_file = \"/run/m\"\n")).unwrap();
+        assert_eq!(
+            c.web.unwrap().metrics_token,
+            Some(crate::config::SecretRef::File("/run/m".into()))
+        );
+        let c = parse(&format!("{BASE}[web]\nmetrics_token_env = \"PG_M\"\n")).unwrap();
+        assert_eq!(
+            c.web.unwrap().metrics_token,
+            Some(crate::config::SecretRef::Env("PG_M".into()))
+        );
+        let e = parse(&format!(
+            "{BASE}[web]\nmetrics_token_file = \"/run/m\"\nmetrics_token_env = \"PG_M\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("web.metrics_token_env (line 5): give metrics_token_file or metrics_token_env, not both"),
             "{e}"
         );
     }

@@ -645,6 +645,7 @@ impl Check<'_> {
             restart: argv("restart", &s.restart, &d.restart),
             stop: argv("stop", &s.stop, &d.stop),
             scan: argv("scan", &s.scan, &d.scan),
+            reboot: argv("reboot", &s.reboot, &d.reboot),
         }
     }
 

@@ -181,6 +181,8 @@ pub struct SystemSettings {
     pub stop: Vec<String>,
     /// argv with `{interface}`.
     pub scan: Vec<String>,
+    /// argv, no placeholders.
+    pub reboot: Vec<String>,
 }
 
 impl Default for SystemSettings {
@@ -191,6 +193,7 @@ impl Default for SystemSettings {
             restart: argv(&["/etc/init.d/{service}", "restart"]),
             stop: argv(&["/etc/init.d/{service}", "stop"]),
             scan: argv(&["iw", "dev", "{interface}", "scan"]),
+            reboot: argv(&["reboot"]),
         }
     }
 }

@@ -134,4 +134,7 @@ pub struct RawSystem {
     pub stop: Option<Val<Vec<String>>>,
     /// Wi-Fi scan command; `{interface}` is replaced. Default `["iw", "dev", "{interface}", "scan"]`.
     pub scan: Option<Val<Vec<String>>>,
+    /// Command that reboots the machine (the System page's **Reboot** button). Default
+    /// `["reboot"]` (busybox and systemd both have it).
+    pub reboot: Option<Val<Vec<String>>>,
 }

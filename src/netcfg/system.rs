@@ -4,7 +4,7 @@
 //! [`System::root`] (a temp dir on a laptop, `/` on the box), removes files of parts that were
 //! turned off, then restarts only the services whose files changed and stops the ones that lost
 //! their files. What differs is behind the trait: [`Host`] runs the configured commands
-//! (`system.restart`, `system.stop`, `system.scan`) and reads `/sys/class/net`; [`Recorder`]
+//! (`system.restart`, `system.stop`, `system.scan`, `system.reboot`) and reads `/sys/class/net`; [`Recorder`]
 //! writes under a temp root and records what it was asked to do.
 
 use super::render::{MANAGED, Service, render};
@@ -26,6 +26,9 @@ pub trait System {
     /// Access points in range, strongest first.
     fn scan(&mut self, interface: &str) -> Result<Vec<ScanResult>, NetError>;
     fn link(&mut self, interface: &str) -> Result<LinkState, NetError>;
+    /// Reboot the machine (`system.reboot`). Returns once the command has been accepted; the
+    /// process is usually killed soon after.
+    fn reboot(&mut self) -> Result<(), NetError>;
 }
 
 /// What [`apply`] did.
@@ -270,6 +273,10 @@ impl System for Host {
         self.service_command(&self.settings.stop, service)
     }
 
+    fn reboot(&mut self) -> Result<(), NetError> {
+        run(&self.settings.reboot, self.timeout).map(drop)
+    }
+
     fn scan(&mut self, interface: &str) -> Result<Vec<ScanResult>, NetError> {
         let argv: Vec<String> = self
             .settings
@@ -326,6 +333,8 @@ pub struct Recorder {
     pub scan_output: String,
     pub links: Vec<LinkState>,
     pub failing: Vec<Service>,
+    /// How many times [`System::reboot`] was called.
+    pub reboots: usize,
 }
 
 /// What a [`Recorder`] was asked to do.
@@ -367,6 +376,11 @@ impl System for Recorder {
 
     fn stop(&mut self, service: Service) -> Result<(), NetError> {
         self.act(Action::Stop, service)
+    }
+
+    fn reboot(&mut self) -> Result<(), NetError> {
+        self.reboots += 1;
+        Ok(())
     }
 
     fn scan(&mut self, _interface: &str) -> Result<Vec<ScanResult>, NetError> {

@@ -1178,6 +1178,7 @@ fn host_runs_the_configured_commands_under_a_temp_root() {
         restart: sh("restart"),
         stop: sh("stop"),
         scan: vec!["cat".into(), fixture_path("iw-scan.txt")],
+        reboot: sh("reboot"),
     };
     let mut host = Host::new(&n.system);
     let r = apply(&n, &mut host).unwrap();
@@ -1188,6 +1189,13 @@ fn host_runs_the_configured_commands_under_a_temp_root() {
         "restart networking\nrestart hostapd\nrestart dnsmasq\nrestart wpa_supplicant\n"
     );
     assert_eq!(host.scan("wlan1").unwrap().len(), 9);
+    host.reboot().unwrap();
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .ends_with("reboot {service}\n"),
+        "reboot ran its own command"
+    );
 
     // A failing command carries its status and stderr.
     host.settings.restart = vec![

@@ -91,6 +91,7 @@ pub fn to_toml(n: &Network) -> String {
         ("restart", &s.restart),
         ("stop", &s.stop),
         ("scan", &s.scan),
+        ("reboot", &s.reboot),
     ] {
         let argv: Vec<Value> = argv.iter().map(|a| a.as_str().into()).collect();
         t.insert(key.into(), argv.into());

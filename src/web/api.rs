@@ -1,16 +1,17 @@
 //! `/api/v1/…`: JSON for what the pages do, behind the same session and CSRF checks (send the
 //! token from the page in an `X-CSRF-Token` header), and `GET /metrics` in Prometheus text.
 
-use super::pages;
 use super::{Ctx, Shared, WebError};
+use super::{auth, pages};
 use crate::store::web as q;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use tracing::warn;
 
 /// An API error: the status of the [`WebError`] and `{"error": "…"}`.
 pub struct ApiError(WebError);
@@ -272,6 +273,29 @@ async fn restore(
 }
 
 /// Prometheus text format (hand-written; every name starts with `pocketgate_`).
+/// `/metrics` for a scraper without a session: `Authorization: Bearer <token>` matching
+/// `[web] metrics_token_file`/`_env` of the current config (read per request, compared in
+/// constant time). No token configured, or it cannot be read: only a session gets in.
+pub fn metrics_bearer_ok(web: &super::Web, headers: &HeaderMap) -> bool {
+    let Some(secret) = web.config().web.and_then(|w| w.metrics_token) else {
+        return false;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    match secret.read() {
+        Ok(token) => auth::same_token(given.trim(), &token),
+        Err(why) => {
+            warn!(error = %why, "the /metrics token cannot be read; only a session gets in");
+            false
+        }
+    }
+}
+
 pub async fn metrics(State(web): State<Shared>) -> Result<Response, WebError> {
     let s = pages::status(&web).await?;
     let mut out = String::new();

@@ -218,6 +218,25 @@ pub fn save_dhis2(
     commit(path, &doc)
 }
 
+/// A new `/metrics` bearer token from the System page: written to
+/// `<data_dir>/secrets/metrics_token` (mode 0600); `[web] metrics_token_file` names the file.
+pub fn save_metrics_token(
+    path: &Path,
+    data_dir: &Path,
+    token: &str,
+) -> Result<config::Config, EditError> {
+    let mut doc = load_doc(path)?;
+    let t = doc
+        .get_mut("web")
+        .and_then(Item::as_table_mut)
+        .ok_or_else(|| EditError::Io("the config has no [web] table".into()))?;
+    let file = data_dir.join("secrets").join("metrics_token");
+    write_secret(&file, token.trim())?;
+    t.remove("metrics_token_env");
+    t.insert("metrics_token_file", value(file.display().to_string()));
+    commit(path, &doc)
+}
+
 fn write_secret(file: &Path, secret: &str) -> Result<(), EditError> {
     let io = |e: std::io::Error| EditError::Io(format!("cannot write {}: {e}", file.display()));
     if let Some(dir) = file.parent() {

@@ -4,10 +4,12 @@
 //! - [`pages`]   server-rendered pages (minijinja templates compiled into the binary)
 //! - [`api`]     `/api/v1/…` JSON for what the pages do, `/metrics` (Prometheus text)
 //! - [`builder`] the Tempr builder page: dropdowns from the cached DHIS2 metadata
+//! - [`capture`] capture mode: record an unknown serial port live, detect protocol and baud
 //! - [`edit`]    config edits: validated like the file, written atomically with comments kept
 //! - [`logs`]    the last log lines, kept in memory for the System page
 //! - [`network`] the Network page and API: hotspot, uplinks, apply, scan (src/netcfg)
 //! - [`host`]    the system-interface seam (setting the clock) so a laptop is never changed
+//! - [`reboot`]  the System page's Reboot button, through netcfg's `System` seam
 //!
 //! Every route needs a session except the login/first-boot pages, static assets and the
 //! captive-portal probes, which lead to the login page. One middleware ([`guard`]) checks the
@@ -17,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod builder;
 pub mod charts;
+pub mod capture;
 pub mod disk;
 pub mod edit;
 pub mod host;
@@ -24,6 +27,7 @@ pub mod logs;
 pub mod network;
 pub mod pages;
 pub mod temprs;
+pub mod reboot;
 
 use crate::config::Config;
 use crate::config::web::WebSettings;
@@ -89,6 +93,8 @@ pub struct Web {
     /// Serialises config and Tempr edits (read-modify-write of one file).
     pub edit_lock: tokio::sync::Mutex<()>,
     pub started: Instant,
+    /// The running or last serial capture (one at a time).
+    pub captures: capture::Captures,
 }
 
 pub type Shared = Arc<Web>;
@@ -120,6 +126,7 @@ impl Web {
             sync_parts,
             edit_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            captures: capture::Captures::default(),
             settings,
             config: RwLock::new(config),
         });
@@ -378,6 +385,9 @@ async fn guard(
     if path.starts_with("/static/") || path == "/favicon.ico" {
         return next.run(req).await;
     }
+    if path == "/metrics" && api::metrics_bearer_ok(&web, req.headers()) {
+        return next.run(req).await;
+    }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     let has_password = match web.read(crate::store::web::admin_hash).await {
         Ok(h) => h.is_some(),
@@ -459,12 +469,15 @@ pub fn router(web: Shared) -> Router {
         .route("/system", get(pages::system))
         .route("/system/time", post(pages::system_time))
         .route("/system/password", post(pages::system_password))
+        .route("/system/reboot", post(reboot::reboot))
+        .route("/system/metrics-token", post(reboot::metrics_token))
         .route("/system/backup", get(api::backup))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/metrics", get(api::metrics))
-        .nest("/api/v1", api::routes().merge(temprs::api_routes()));
+        .nest("/api/v1", api::routes().merge(temprs::api_routes()))
+        .merge(capture::routes());
     for probe in PROBES {
         // Answered by the guard; the route exists so the path is not a 404 before it.
         r = r.route(probe, get(|| async { Redirect::to("/login") }));

@@ -30,6 +30,9 @@ pub fn templates() -> minijinja::Environment<'static> {
         }
         s
     });
+    env.add_filter("urlencode", |s: String| {
+        minijinja::Value::from_safe_string(super::capture::urlencode(&s))
+    });
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -62,6 +65,8 @@ pub fn templates() -> minijinja::Environment<'static> {
             include_str!("templates/tempr_version_list.html"),
         ),
         ("fridges.html", include_str!("templates/fridges.html")),
+        ("reboot.html", include_str!("templates/reboot.html")),
+        ("capture.html", include_str!("templates/capture.html")),
     ] {
         env.add_template(name, text)
             .expect("templates compiled into the binary parse");
@@ -727,9 +732,10 @@ pub async fn devices(
     let sources: Vec<Value> = config
         .sources
         .iter()
-        .map(|s| json!({"id": s.id.0, "protocol": s.protocol.name(), "enabled": s.enabled, "connection": connection(&s.transport)}))
+        .map(|s| json!({"id": s.id.0, "protocol": s.protocol.name(), "enabled": s.enabled, "connection": connection(&s.transport),
+            "serial_port": match &s.transport { Transport::Serial(p) if !p.port.is_empty() => Some(p.port.clone()), _ => None }}))
         .collect();
-    let ports: Vec<String> = serial_ports().into_iter().map(|(_, l)| l).collect();
+    let ports = serial_ports();
     page(
         &web,
         "devices.html",
@@ -1371,7 +1377,8 @@ pub async fn system(
         context! { now => rfc3339(now), now_unix => now.unix_timestamp(), can_set_clock => web.host.can_set_clock(),
         db_path => web.db.display().to_string(), db_size => human_bytes(db_bytes(&web.db)), total => total,
         audit => audit, logs => super::logs::tail(), version => env!("CARGO_PKG_VERSION"),
-        uptime => format!("{}h {}m", up / 3600, up / 60 % 60) },
+        uptime => format!("{}h {}m", up / 3600, up / 60 % 60),
+        metrics_token_set => web.config().web.is_some_and(|w| w.metrics_token.is_some()) },
     )
 }
 

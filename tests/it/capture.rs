@@ -56,6 +56,7 @@ fn capture_records_every_genexpert_byte_from_a_pty_and_detects_astm() {
         out: out.clone(),
         idle_stop: Some(Duration::from_millis(800)),
         probe_for: Duration::from_millis(200),
+        max_bytes: None,
     };
     let listener = std::thread::spawn(move || capture::capture(&port, settings));
     wait_file(&out, "# baud: 9600");
@@ -101,6 +102,7 @@ fn probing_steps_through_every_rate_then_captures_at_the_kept_one() {
         out: out.clone(),
         idle_stop: Some(Duration::from_millis(800)),
         probe_for: Duration::from_millis(150),
+        max_bytes: None,
     };
     let listener = std::thread::spawn(move || capture::capture(&port, settings));
     // Nothing is sent while probing: no rate hears anything, so the most common one is kept.

@@ -2,6 +2,9 @@
 //! login rate limiting, write-only secrets, and a source added from the form that receives a
 //! real GeneXpert capture.
 
+mod admin;
+mod capture_ui;
+
 use crate::support::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -221,6 +224,9 @@ const GET_ROUTES: &[&str] = &[
     "/system",
     "/system/backup",
     "/network",
+    "/capture",
+    "/capture/1/file",
+    "/api/v1/capture/1",
     "/api/v1/network",
     "/api/v1/network/scan",
     "/metrics",
@@ -249,6 +255,10 @@ const POST_ROUTES: &[&str] = &[
     "/devices/gx/enabled",
     "/system/time",
     "/system/password",
+    "/system/reboot",
+    "/system/metrics-token",
+    "/capture",
+    "/capture/1/stop",
     "/network",
     "/api/v1/records/1/retry",
     "/api/v1/records/1/rerender",

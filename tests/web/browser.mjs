@@ -1,7 +1,8 @@
 // Browser tests of the web page: the real gateway and the DHIS2 test server as processes, driven
 // in headless Debian chromium (playwright-core, no bundled browser). Walks first boot → add a
 // TCP ASTM device → a simulated GeneXpert result on the dashboard → DHIS2 test connection →
-// builder Tempr from the cached metadata → live test → delivered record; screenshots of every
+// builder Tempr from the cached metadata → live test → delivered record → a capture over a socat
+// pty pair (live ASTM bytes, Stop, ASTM detected); screenshots of every
 // page at phone (360 px) and desktop (1280 px) width under target/web-screenshots/.
 // Run: `just web-test` (builds the binaries first).
 import { chromium } from "playwright-core";
@@ -36,6 +37,33 @@ async function waitPort(port, what) {
     await sleep(100);
   }
   throw new Error(`${what} never listened on ${port}`);
+}
+
+// Capture mode over a socat pty pair: start on the gateway's end, a fake analyzer writes a real
+// ASTM transfer into the other, the live bytes appear, Stop, ASTM detected.
+async function captureStep(p, shot) {
+  const gwTty = path.join(dir, "capture-gw-tty"), devTty = path.join(dir, "capture-dev-tty");
+  const socat = spawn("socat", [`pty,raw,echo=0,link=${gwTty}`, `pty,raw,echo=0,link=${devTty}`], { stdio: "ignore" });
+  children.push(socat);
+  for (let i = 0; i < 100 && !(fs.existsSync(gwTty) && fs.existsSync(devTty)); i++) await sleep(50);
+  await p.goto(base + "/capture?port=" + encodeURIComponent(gwTty));
+  await p.selectOption("select[name=baud]", "9600");
+  await p.click("text=Start capture");
+  await p.waitForSelector("#capture-log tr");  // the "baud: 9600 (given)" note: the port is open
+  const dev = fs.openSync(devTty, "r+");
+  const fixture = fs.readFileSync(path.join(root, "tests/fixtures/astm/s12-roche-cobas-c111.astm"));
+  fs.writeSync(dev, Buffer.concat([Buffer.from([5]), fixture, Buffer.from([4])]));
+  const want = String(fixture.length + 2);
+  await p.waitForFunction((n) => document.getElementById("capture-count").textContent === n, want);
+  check((await p.textContent("#capture-log")).includes("<ENQ>"), "the live view shows <ENQ>");
+  await shot(p, "capture");
+  await p.click("text=Stop");
+  await p.waitForFunction(() => document.getElementById("capture-state").textContent === "finished");
+  await p.waitForSelector("#capture-result pre");
+  const result = await p.textContent("#capture-result");
+  check(result.includes("Protocol: ASTM"), "capture detects ASTM: " + result);
+  await shot(p, "capture-done");
+  fs.closeSync(dev);
 }
 
 const children = [];
@@ -134,6 +162,7 @@ try {
   await shot(p, "temprs");
   await p.goto(base + "/system");
   await shot(p, "system");
+  await captureStep(p, shot);
 
   // Tempr versions: a save keeps the old text; version 1 diffs against the current file.
   await p.goto(base + "/temprs/gx-browser");
@@ -174,7 +203,7 @@ try {
   await desk.waitForURL(base + "/");
   for (const [name, url] of [["dashboard", "/"], ["records", "/records"], ["record", "/records/1"], ["devices", "/devices"],
     ["device-form", "/devices/genexpert-1"], ["temprs", "/temprs"], ["tempr", "/temprs/gx-browser?record=1"], ["tempr-version", "/temprs/gx-browser/versions/1"], ["builder", "/temprs/new?stage=LabGxEvnt01/LabRsltStg1"],
-    ["dhis2", "/dhis2"], ["system", "/system"]]) {
+    ["dhis2", "/dhis2"], ["system", "/system"], ["capture-done", "/capture"]]) {
     await desk.goto(base + url);
     await shot(desk, name);
   }

@@ -18,16 +18,16 @@
 pub mod api;
 pub mod auth;
 pub mod builder;
-pub mod charts;
 pub mod capture;
+pub mod charts;
 pub mod disk;
 pub mod edit;
 pub mod host;
 pub mod logs;
 pub mod network;
 pub mod pages;
-pub mod temprs;
 pub mod reboot;
+pub mod temprs;
 
 use crate::config::Config;
 use crate::config::web::WebSettings;

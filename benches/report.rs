@@ -117,7 +117,7 @@ fn main() {
     let x86 = med("ingest.binary_x86_64_mib").map(|m| m * MIB / MB);
     writeln!(
         md,
-        "| static aarch64 binary ≤ 8 MB | {} | {} | boa (JavaScript Temprs), rustls+webpki roots, hickory-dns and minijinja dominate; opt-level \"z\", dropping hickory for the system resolver, and a `js` cargo feature would each cut ~1 MB |",
+        "| static aarch64 binary ≤ 8 MB | {} | {} | boa (JavaScript Temprs), rustls+webpki roots, hickory-dns, SQLite and minijinja dominate; opt-level \"z\" and the feature trims are in (benches/results/2026-11-22-appliance-image.md); next: native CA roots instead of webpki-roots, one rustls-webpki instead of two, minijinja features |",
         match (aarch64, x86) {
             (Some(a), _) => format!("{a:.2} MB"),
             (None, Some(x)) => format!("aarch64 binary missing (`just cross`); x86-64: {x:.2} MB"),

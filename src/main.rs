@@ -11,6 +11,9 @@ use pocketgate::sim::{self, SimOptions};
 use pocketgate::store::{Reader, RecordStatus, Store, WriterSettings, outbox};
 use pocketgate::tempr::{self, TemprSet};
 use std::path::PathBuf;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -185,12 +188,16 @@ fn export_mapping(
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POCKETGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(pocketgate::web::logs::Tee)
+    // POCKETGATE_LOG: a level (`debug`) and/or `target=level` pairs (`pocketgate=debug,info`);
+    // unset or unparsable means `info`. `Targets` rather than `EnvFilter`, which links a regex
+    // engine (binary size, issue 6).
+    let filter = std::env::var("POCKETGATE_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(pocketgate::web::logs::Tee))
+        .with(filter)
         .init();
     match real_main() {
         Ok(code) => code,

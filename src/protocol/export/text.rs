@@ -82,8 +82,11 @@ pub fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<Cow<'_, str>, Expo
             Ok(s) if body.is_ascii() => Cow::Borrowed(s),
             _ => Cow::Owned(body.iter().map(|&b| char::from(b)).collect()),
         }),
-        TextEncoding::MacRoman => Ok(single_byte(body, encoding_rs::MACINTOSH)),
-        TextEncoding::Windows1252 => Ok(single_byte(body, encoding_rs::WINDOWS_1252)),
+        TextEncoding::MacRoman => Ok(single_byte(body, |b| MAC_ROMAN_HIGH[usize::from(b - 0x80)])),
+        TextEncoding::Windows1252 => Ok(single_byte(body, |b| match b {
+            0x80..=0x9F => WINDOWS_1252_C1[usize::from(b - 0x80)],
+            _ => char::from(b),
+        })),
         TextEncoding::Utf16Le => utf16le(body),
     }
 }
@@ -115,10 +118,49 @@ fn utf16le(bytes: &[u8]) -> Result<Cow<'static, str>, ExportError> {
     Ok(Cow::Owned(out))
 }
 
-/// Every byte is defined in these WHATWG single-byte encodings, so decoding cannot fail.
-fn single_byte<'a>(body: &'a [u8], enc: &'static encoding_rs::Encoding) -> Cow<'a, str> {
-    enc.decode_without_bom_handling(body).0
+/// Every byte is defined in these WHATWG single-byte encodings, so decoding cannot fail; ASCII
+/// is the same in all of them. Own tables rather than `encoding_rs`, whose decoder dispatch links
+/// every encoding it knows, CJK tables included (binary size, issue 6); the tests check both
+/// tables against `encoding_rs` byte by byte.
+fn single_byte(body: &[u8], high: impl Fn(u8) -> char) -> Cow<'_, str> {
+    if body.is_ascii() {
+        // ASCII is valid UTF-8.
+        return Cow::Borrowed(std::str::from_utf8(body).unwrap_or_default());
+    }
+    Cow::Owned(
+        body.iter()
+            .map(|&b| if b < 0x80 { char::from(b) } else { high(b) })
+            .collect(),
+    )
 }
+
+/// Bytes 0x80–0xFF in WHATWG `macintosh` (Mac Roman).
+const MAC_ROMAN_HIGH: [char; 128] = [
+    '\u{00C4}', '\u{00C5}', '\u{00C7}', '\u{00C9}', '\u{00D1}', '\u{00D6}', '\u{00DC}', '\u{00E1}',
+    '\u{00E0}', '\u{00E2}', '\u{00E4}', '\u{00E3}', '\u{00E5}', '\u{00E7}', '\u{00E9}', '\u{00E8}',
+    '\u{00EA}', '\u{00EB}', '\u{00ED}', '\u{00EC}', '\u{00EE}', '\u{00EF}', '\u{00F1}', '\u{00F3}',
+    '\u{00F2}', '\u{00F4}', '\u{00F6}', '\u{00F5}', '\u{00FA}', '\u{00F9}', '\u{00FB}', '\u{00FC}',
+    '\u{2020}', '\u{00B0}', '\u{00A2}', '\u{00A3}', '\u{00A7}', '\u{2022}', '\u{00B6}', '\u{00DF}',
+    '\u{00AE}', '\u{00A9}', '\u{2122}', '\u{00B4}', '\u{00A8}', '\u{2260}', '\u{00C6}', '\u{00D8}',
+    '\u{221E}', '\u{00B1}', '\u{2264}', '\u{2265}', '\u{00A5}', '\u{00B5}', '\u{2202}', '\u{2211}',
+    '\u{220F}', '\u{03C0}', '\u{222B}', '\u{00AA}', '\u{00BA}', '\u{03A9}', '\u{00E6}', '\u{00F8}',
+    '\u{00BF}', '\u{00A1}', '\u{00AC}', '\u{221A}', '\u{0192}', '\u{2248}', '\u{2206}', '\u{00AB}',
+    '\u{00BB}', '\u{2026}', '\u{00A0}', '\u{00C0}', '\u{00C3}', '\u{00D5}', '\u{0152}', '\u{0153}',
+    '\u{2013}', '\u{2014}', '\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}', '\u{00F7}', '\u{25CA}',
+    '\u{00FF}', '\u{0178}', '\u{2044}', '\u{20AC}', '\u{2039}', '\u{203A}', '\u{FB01}', '\u{FB02}',
+    '\u{2021}', '\u{00B7}', '\u{201A}', '\u{201E}', '\u{2030}', '\u{00C2}', '\u{00CA}', '\u{00C1}',
+    '\u{00CB}', '\u{00C8}', '\u{00CD}', '\u{00CE}', '\u{00CF}', '\u{00CC}', '\u{00D3}', '\u{00D4}',
+    '\u{F8FF}', '\u{00D2}', '\u{00DA}', '\u{00DB}', '\u{00D9}', '\u{0131}', '\u{02C6}', '\u{02DC}',
+    '\u{00AF}', '\u{02D8}', '\u{02D9}', '\u{02DA}', '\u{00B8}', '\u{02DD}', '\u{02DB}', '\u{02C7}',
+];
+/// Bytes 0x80–0x9F in WHATWG `windows-1252`; 0xA0–0xFF are Latin-1, and the five bytes
+/// windows-1252 leaves undefined map to the C1 control of the same number.
+const WINDOWS_1252_C1: [char; 32] = [
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+];
 
 #[cfg(test)]
 mod tests {
@@ -156,6 +198,30 @@ mod tests {
         assert_eq!(decode(&b, TextEncoding::Latin1).unwrap(), "Sample ID,µ");
         let e = decode(b"\xFF\xFEA\x00\x00\xDC", TextEncoding::Utf8).unwrap_err();
         assert_eq!(e.to_string(), "byte 4: not valid utf-16le");
+    }
+
+    #[test]
+    fn mac_roman_and_cp1252_tables_match_encoding_rs_for_every_byte() {
+        for (enc, ours) in [
+            (encoding_rs::MACINTOSH, TextEncoding::MacRoman),
+            (encoding_rs::WINDOWS_1252, TextEncoding::Windows1252),
+        ] {
+            for b in 1..=255u8 {
+                let one = [b];
+                let want = enc.decode_without_bom_handling(&one).0;
+                assert_eq!(
+                    decode(&[b], ours).unwrap(),
+                    want,
+                    "{} byte {b:#04x}",
+                    enc.name()
+                );
+            }
+            let all: Vec<u8> = (1..=255).collect();
+            assert_eq!(
+                decode(&all, ours).unwrap(),
+                enc.decode_without_bom_handling(&all).0
+            );
+        }
     }
 
     #[test]

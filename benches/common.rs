@@ -342,7 +342,7 @@ impl Section {
 pub fn build_kind(bin: &Path) -> &'static str {
     let p = bin.to_string_lossy();
     if p.contains("/release/") {
-        "release build: opt-level s, LTO, strip, panic=abort"
+        "release build: opt-level z, LTO, strip, panic=abort"
     } else {
         "NOT a release build: a smoke figure, not one to quote"
     }

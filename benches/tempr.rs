@@ -96,7 +96,7 @@ fn main() {
         }
     }
     let mut s = Section::new("tempr", "Temprs: records/s per core");
-    s.note(&format!("one thread applying the shipped example Temprs (config/temprs/) to the real GeneXpert S1 record (8 observations) for {} ms per Tempr and run, output checked to be a DHIS2 request each time (`tempr::apply`, as the render stage calls it); a script run goes through its sandbox thread with the default limits{}", d.as_millis(), if full { "" } else { " (smoke: debug build, not a figure to quote)" }));
+    s.note(&format!("one thread applying the shipped example Temprs (config/temprs/) to the real GeneXpert S1 record ({} observations: an MTB/RIF Ultra result with every probe, Ct and end point; ~80 KB as a record view) for {} ms per Tempr and run, output checked to be a DHIS2 request each time (`tempr::apply`, as the render stage calls it); a script run goes through its sandbox thread with the default limits{}", record["observations"].as_array().map_or(0, Vec::len), d.as_millis(), if full { "" } else { " (smoke: debug build, not a figure to quote)" }));
     for ((key, name, _), v) in cases.iter().zip(&per_case) {
         s.row(
             &format!("{key}_records_per_s"),

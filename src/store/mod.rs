@@ -388,6 +388,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
+    // After a checkpoint the WAL file is cut back to 1 MiB instead of keeping its high-water
+    // size (4 MiB and more after a burst): room a small SD card's commits need.
+    conn.pragma_update(None, "journal_size_limit", 1_048_576)
+        .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
     Ok(conn)
@@ -440,6 +444,9 @@ fn writer_loop(
         }
         if !batch.is_empty() {
             let results = commit_batch(&mut conn, &batch);
+            if results.iter().any(Result::is_err) {
+                reclaim_wal(&conn);
+            }
             let mut stored = false;
             for ((msg, reply), result) in batch.drain(..).zip(results) {
                 stored |= matches!(
@@ -468,10 +475,22 @@ fn writer_loop(
     }
 }
 
+/// After a failed commit (typically "database or disk is full"): checkpoint the WAL into the
+/// database file and truncate it. On a small data partition the WAL can take the space a commit
+/// needs, and SQLite only checkpoints after a commit succeeds — without this the writer stayed
+/// "full" after space came back (torture: disk full, seen in CI). A checkpoint that cannot run
+/// yet (no space for the database to grow, a reader in the way) is simply tried again next time.
+fn reclaim_wal(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "WAL checkpoint after a failed commit did not run");
+    }
+}
+
 /// Run one `Store::write` closure in its own transaction; its caller hears the result only after
 /// the COMMIT (or rollback). A failed BEGIN drops the closure, so the caller sees `WriterGone`-like
 /// failure through its closed reply channel and does the work again later.
 fn run_exec(conn: &mut Connection, f: Exec) {
+    let mut failed = false;
     match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => {
             let (ok, finish) = f(&tx);
@@ -481,6 +500,7 @@ fn run_exec(conn: &mut Connection, f: Exec) {
                     Err(e) => {
                         tracing::error!(error = %e, "store write could not commit");
                         finish(Some(e));
+                        failed = true;
                     }
                 }
             } else {
@@ -490,6 +510,9 @@ fn run_exec(conn: &mut Connection, f: Exec) {
             }
         }
         Err(e) => tracing::error!(error = %e, "store write could not begin"),
+    }
+    if failed {
+        reclaim_wal(conn);
     }
 }
 

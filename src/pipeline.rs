@@ -342,7 +342,12 @@ impl Deliver {
                     settle_memory(&self.store, reader).await;
                 }
                 Ok(_) => {}
-                Err(e) => warn!(error = %e, "deliver pass failed"),
+                Err(e) => {
+                    // A store error (disk full): wait like the render stage does instead of
+                    // retrying at once (it logged ~600 failures a second in the disk-full test).
+                    warn!(error = %e, "deliver pass failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
             }
             let wait = self
                 .read(outbox::next_due_in_ms)

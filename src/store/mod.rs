@@ -468,8 +468,11 @@ fn writer_loop(
                 changes.send_modify(|n| *n += 1);
             }
         }
-        if let Some(f) = held.take() {
-            run_exec(&mut conn, f);
+        // Only a committed write wakes the stages: a failed one (disk full) changed nothing, and
+        // waking them made them retry their own writes at once, hundreds of times a second.
+        if let Some(f) = held.take()
+            && run_exec(&mut conn, f)
+        {
             changes.send_modify(|n| *n += 1);
         }
     }
@@ -489,14 +492,19 @@ fn reclaim_wal(conn: &Connection) {
 /// Run one `Store::write` closure in its own transaction; its caller hears the result only after
 /// the COMMIT (or rollback). A failed BEGIN drops the closure, so the caller sees `WriterGone`-like
 /// failure through its closed reply channel and does the work again later.
-fn run_exec(conn: &mut Connection, f: Exec) {
+/// Returns whether a transaction was committed.
+fn run_exec(conn: &mut Connection, f: Exec) -> bool {
     let mut failed = false;
+    let mut committed = false;
     match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => {
             let (ok, finish) = f(&tx);
             if ok {
                 match tx.commit() {
-                    Ok(()) => finish(None),
+                    Ok(()) => {
+                        committed = true;
+                        finish(None)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "store write could not commit");
                         finish(Some(e));
@@ -514,6 +522,7 @@ fn run_exec(conn: &mut Connection, f: Exec) {
     if failed {
         reclaim_wal(conn);
     }
+    committed
 }
 
 /// One transaction for the whole batch, a savepoint per message: a message that cannot be

@@ -183,18 +183,11 @@ mod tests {
     fn register_rows_are_read_through_the_code_time_index() {
         let (dir, _s) = store();
         let r = crate::store::Reader::open(&dir.path().join("db.sqlite")).unwrap();
-        let mut stmt = r
-            .conn()
-            .prepare(&format!("EXPLAIN QUERY PLAN {REGISTER_ROWS_SQL}"))
-            .unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(
-                params!["fridge-temperature", "2026-01-01T00:00:00Z", "f1"],
-                |r| r.get::<_, String>(3),
-            )
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let plan = crate::store::query_plan(
+            r.conn(),
+            REGISTER_ROWS_SQL,
+            params!["fridge-temperature", "2026-01-01T00:00:00Z", "f1"],
+        );
         assert!(
             plan.iter()
                 .any(|l| l.contains("USING INDEX observations_code_time")),

@@ -759,6 +759,22 @@ impl Reader {
     }
 }
 
+/// The detail lines of `EXPLAIN QUERY PLAN sql` ("SEARCH messages USING INDEX …"), for tests
+/// that pin a query to its index.
+#[cfg(test)]
+pub(crate) fn query_plan(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<String> {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(params, |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

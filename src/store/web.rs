@@ -498,16 +498,11 @@ mod tests {
             DELIVERED_PER_DAY,
             LAST_DELIVERY,
         ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(
-                    rusqlite::params_from_iter(sql.contains("?1").then_some("2026-11-24")),
-                    |r| r.get::<_, String>(3),
-                )
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let plan = crate::store::query_plan(
+                &conn,
+                sql,
+                rusqlite::params_from_iter(sql.contains("?1").then_some("2026-11-24")),
+            );
             assert!(
                 plan.iter()
                     .all(|p| !p.starts_with("SCAN messages") && !p.starts_with("SCAN outbox")),

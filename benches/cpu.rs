@@ -2,10 +2,11 @@
 //! RS-232 line time of that message at 9600 baud.
 //!
 //! Preferred: the static aarch64 build (`just cross` →
-//! target/aarch64-unknown-linux-gnu/release/pocketgate) under `qemu-aarch64-static` with QEMU's
-//! instruction-count TCG plugin (`libinsn.so`, path in BENCH_QEMU_INSN_PLUGIN). When the binary
-//! is missing the results say "not measured: aarch64 binary missing"; when the plugin is
-//! missing, that. Then (and always, for comparison) the x86-64 release binary under valgrind's
+//! target/aarch64-unknown-linux-gnu/release/pocketgate) under Debian's `qemu-aarch64` (package
+//! qemu-user: the dynamic build, which loads TCG plugins; qemu-user-static cannot) with the
+//! instruction counter of benches/qemu-insn/insn.c, compiled here with `cc` (or a `libinsn.so`
+//! named by BENCH_QEMU_INSN_PLUGIN). When the binary, qemu-aarch64 or cc is missing the results
+//! say "not measured" and why. Then (and always, for comparison) the x86-64 release binary under valgrind's
 //! callgrind: user-space instructions of the whole process, all threads (kernel work — the
 //! fsync, the socket calls — is not counted).
 //!
@@ -44,7 +45,7 @@ impl Counter {
     fn name(&self) -> &'static str {
         match self {
             Counter::Callgrind => "x86-64 under valgrind --tool=callgrind",
-            Counter::QemuPlugin { .. } => "static aarch64 under qemu-aarch64-static + libinsn",
+            Counter::QemuPlugin { .. } => "static aarch64 under qemu-aarch64 + insn.c plugin",
         }
     }
 
@@ -72,9 +73,9 @@ impl Counter {
                 c
             }
             Counter::QemuPlugin { plugin } => {
-                let mut c = Command::new("qemu-aarch64-static");
+                let mut c = Command::new("qemu-aarch64");
                 c.arg("-plugin")
-                    .arg(format!("{},inline=on", plugin.display()))
+                    .arg(plugin)
                     .args(["-d", "plugin", "-D"])
                     .arg(&out)
                     .arg(bin);
@@ -121,6 +122,28 @@ impl Counter {
     }
 }
 
+/// The instruction-count plugin: BENCH_QEMU_INSN_PLUGIN, or benches/qemu-insn/insn.c built with
+/// `cc` into target/ (a second or two).
+fn insn_plugin(root: &Path) -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("BENCH_QEMU_INSN_PLUGIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = root.join("target/qemu-insn/libinsn.so");
+    std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| e.to_string())?;
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .arg(root.join("benches/qemu-insn/insn.c"))
+        .status()
+        .map_err(|e| format!("cc to build the QEMU plugin: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cc failed to build benches/qemu-insn/insn.c ({status})"
+        ));
+    }
+    Ok(out)
+}
+
 /// Bytes of one message on the line as the simulated analyzer sends it: ENQ, one frame per 240
 /// text characters (STX, frame number, text, ETB/ETX, 2 checksum characters, CR LF), EOT.
 fn wire_bytes(text_len: usize) -> usize {
@@ -149,9 +172,6 @@ fn main() {
     let aarch64 = std::env::var("BENCH_AARCH64_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target/aarch64-unknown-linux-gnu/release/pocketgate"));
-    let plugin = std::env::var("BENCH_QEMU_INSN_PLUGIN")
-        .ok()
-        .map(PathBuf::from);
     let has = |tool: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -165,14 +185,14 @@ fn main() {
             "aarch64: not measured: aarch64 binary missing ({}; `just cross` builds it)",
             aarch64.strip_prefix(&root).unwrap_or(&aarch64).display()
         ));
-    } else if !has("qemu-aarch64-static") {
-        s.note(
-            "aarch64: not measured: qemu-aarch64-static missing (apt-get install qemu-user-static)",
-        );
+    } else if !has("qemu-aarch64") {
+        s.note("aarch64: not measured: qemu-aarch64 missing (apt-get install qemu-user: the dynamic build, which loads TCG plugins)");
     } else {
-        match plugin.filter(|p| p.exists()) {
-            Some(plugin) => counters.push((Counter::QemuPlugin { plugin }, aarch64.clone(), "aarch64")),
-            None => s.note("aarch64: not measured: no QEMU instruction-count plugin (set BENCH_QEMU_INSN_PLUGIN to a libinsn.so; Debian 12's qemu-user-static is built without TCG plugin support)"),
+        match insn_plugin(&root) {
+            Ok(plugin) => {
+                counters.push((Counter::QemuPlugin { plugin }, aarch64.clone(), "aarch64"))
+            }
+            Err(why) => s.note(&format!("aarch64: not measured: {why}")),
         }
     }
     if has("valgrind") {

@@ -20,7 +20,7 @@ work=$here/scratch/$board; out=$here/out
 rm -rf "$work"; mkdir -p "$work" "$out"
 t0=$(date +%s.%N)
 
-pkgs=(linux-image-arm64 busybox-static hostapd wpasupplicant iw dnsmasq-base wireless-regdb
+pkgs=(${EXTRA_PKGS:-} linux-image-arm64 busybox-static hostapd wpasupplicant iw dnsmasq-base wireless-regdb
       ca-certificates sqlite3 e2fsprogs fdisk util-linux chrony)
 [ "$BOOT_STYLE" = uefi ] && pkgs+=(systemd-boot-efi)
 [ "$BOOT_STYLE" = rpi ] && pkgs+=(raspi-firmware firmware-brcm80211)
@@ -55,7 +55,7 @@ mkdir -p "$root/lib/modules/$kver"
 cp "$mods"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/"
 (cd "$mods" && find kernel/crypto kernel/arch kernel/lib kernel/fs/{ext4,jbd2,fat,nls,mbcache.ko} \
      kernel/net/{wireless,mac80211,rfkill,packet} kernel/drivers/{virtio,mmc,watchdog,char/hw_random,usb,leds,tty,net/wireless/broadcom,net/wireless/virtual,net/usb} \
-     kernel/drivers/block/virtio_blk.ko kernel/drivers/net/{virtio_net.ko,net_failover.ko} kernel/net/core/failover.ko \
+     kernel/drivers/block/virtio_blk.ko kernel/drivers/net/{virtio_net.ko,net_failover.ko,wireless/mac80211_hwsim.ko} kernel/net/core/failover.ko \
      kernel/drivers/scsi kernel/drivers/i2c kernel/drivers/gpio kernel/drivers/pwm \
      -name '*.ko*' 2>/dev/null || true) | (cd "$mods" && cpio -pdm --quiet "$root/lib/modules/$kver")
 depmod -b "$root" "$kver"
@@ -64,6 +64,8 @@ depmod -b "$root" "$kver"
 cp -a "$here/rootfs/." "$root/"
 [ -d "$bdir/rootfs-overlay" ] && cp -a "$bdir/rootfs-overlay/." "$root/"
 install -m 0755 "$bin" "$root/usr/bin/pocketgate"
+# A dev-profile binary (the CI smoke) carries ~130 MB of debug info: the image gets it stripped.
+aarch64-linux-gnu-strip "$root/usr/bin/pocketgate" 2>/dev/null || true
 mkdir -p "$root/usr/share/pocketgate"
 cp -a "$repo/config/temprs" "$root/usr/share/pocketgate/temprs"
 echo "$board $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)" > "$root/etc/pocketgate-release"

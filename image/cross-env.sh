@@ -13,3 +13,6 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm-static"
 export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 export AR_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-ar
+# The cross builds use Debian's rustc-web, whose sysroot holds the target std that cross-setup.sh
+# unpacked (rustup's toolchain has none without a download from rustup's servers).
+export RUSTC=/usr/bin/rustc

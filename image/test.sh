@@ -2,7 +2,9 @@
 # Boot test of the qemu-virt image under qemu-system-aarch64 -M virt (UEFI: Debian's AAVMF,
 # TCG; appliance.md §2.5): the gateway comes up, an ASTM message sent to a forwarded port is
 # ACKed, the DHIS2 test server on the host (reached from the guest at 10.0.2.2) receives the
-# event; then power cuts during ingest: after each boot /data is clean (e2fsck), the store
+# event, the web page answers on a forwarded port (boot-to-UI time printed), and inside the VM
+# the hotspot self-test joins the box's Wi-Fi from a second simulated radio (mac80211_hwsim)
+# and fetches the page over it; then power cuts during ingest: after each boot /data is clean (e2fsck), the store
 # passes PRAGMA integrity_check, and in the end every ACKed message is in DHIS2 exactly once.
 # Usage: image/test.sh [--power-cuts N]   (0 = boot check only, the CI smoke)
 set -euo pipefail
@@ -10,7 +12,11 @@ here=$(cd "$(dirname "$0")" && pwd); repo=$(dirname "$here")
 cuts=3
 [ "${1:-}" = --power-cuts ] && cuts=$2
 img=$here/out/pocketgate-qemu-virt.img
-[ -f "$img" ] || { echo "image-test: $img missing (run: just image qemu-virt)" >&2; exit 2; }
+# `just image` leaves only the .img.xz (the file users flash): unpack it once, beside it.
+if [ ! -f "$img" ] || { [ -f "$img.xz" ] && [ "$img.xz" -nt "$img" ]; }; then
+    [ -f "$img.xz" ] || { echo "image-test: neither $img nor $img.xz (run: just image qemu-virt)" >&2; exit 2; }
+    xz -dkc "$img.xz" > "$img.tmp" && mv "$img.tmp" "$img"
+fi
 for t in qemu-system-aarch64 mcopy python3; do
     command -v $t >/dev/null || { echo "image-test: $t missing (apt-get install qemu-system-arm mtools python3)" >&2; exit 2; }
 done
@@ -21,7 +27,7 @@ pg=$repo/target/debug/pocketgate; sim=$repo/target/debug/dhis2-sim
 work=$here/scratch/test; rm -rf "$work"; mkdir -p "$work"
 token=d2pat_qg8aTF459WO5LMr0uLi7P3wG8IXq683V1086477046   # the demo token (justfile)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-simport=$(port); astm=$(port)
+simport=$(port); astm=$(port); web=$(port)
 
 # The card: a copy grown to 1 GiB (first boot grows /data to fill it), with a preseeded config
 # and token on the boot partition (README "Flash it": preseeding).
@@ -44,15 +50,27 @@ temprs = "/data/pocketgate/temprs"
 org_unit = "OuClinicA01"
 retry_min = "1s"
 retry_max = "3s"
+
+[web]
+listen = "0.0.0.0:80"
+initial_password_file = "/data/pocketgate/initial-password"
+manage_clock = true
 TOML
 echo "POCKETGATE_DHIS2_TOKEN=$token" > "$work/pocketgate.env"
 mcopy -i "$work/disk.img@@4194304" "$work/pocketgate.toml" "$work/pocketgate.env" ::
+# The first boot also runs the hotspot self-test: two simulated radios, the test asked for on
+# the kernel command line (systemd-boot's entry on the boot partition).
+entry=loader/entries/pocketgate.conf
+mcopy -n -i "$work/disk.img@@4194304" "::$entry" "$work/entry.conf"
+sed 's/^options .*/& pocketgate.hwsim=2 pocketgate.selftest=hotspot/' "$work/entry.conf" > "$work/entry-selftest.conf"
+set_entry() { mcopy -o -i "$work/disk.img@@4194304" "$1" "::$entry"; }
+set_entry "$work/entry-selftest.conf"
 
 "$sim" --listen 127.0.0.1:$simport --version 2.41.3 --token $token \
     --metadata "$repo/tests/fixtures/dhis2/metadata.json" --state "$work/dhis2-state.json" \
     > "$work/dhis2-sim.log" 2>&1 & simpid=$!
 qpid=""
-trap 'kill $simpid 2>/dev/null; [ -n "$qpid" ] && kill -9 $qpid 2>/dev/null; true' EXIT
+trap 'kill $simpid 2>/dev/null || true; [ -z "$qpid" ] || kill -9 $qpid 2>/dev/null || true' EXIT
 cp /usr/share/AAVMF/AAVMF_VARS.fd "$work/vars.fd"
 
 boot=0
@@ -63,7 +81,7 @@ boot() {
         -drive if=pflash,format=raw,readonly=on,file=$code \
         -drive if=pflash,format=raw,file="$work/vars.fd" \
         -drive file="$work/disk.img",format=raw,if=none,id=hd0 -device virtio-blk-pci,drive=hd0 \
-        -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$astm-:5100 -device virtio-net-pci,netdev=n0,romfile= \
+        -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$astm-:5100,hostfwd=tcp:127.0.0.1:$web-:80 -device virtio-net-pci,netdev=n0,romfile= \
         -device virtio-rng-pci -device i6300esb \
         -display none -monitor none -serial file:"$work/serial-$boot.log" & qpid=$!
 }
@@ -115,6 +133,44 @@ check_boot() {
 }
 
 boot; wait_ready 300; check_boot
+# The web page on the forwarded port 80: the first visit leads to the login page, and the
+# generated admin secret (first-boot console line, also setup.txt) logs in.
+secret=$(grep -ao 'web admin secret [a-z0-9-]*' "$work/serial-1.log" | head -1 | awk '{print $4}')
+[ -n "$secret" ] || { echo "image-test: no 'web admin secret' on the first-boot console"; grep -a 'first boot' "$work/serial-1.log"; exit 1; }
+python3 - "$web" "$t_start" "$secret" <<'PY' || { echo "image-test: web login on port 80 of the VM failed"; tail -20 "$work/serial-1.log"; exit 1; }
+import http.cookiejar, re, sys, time, urllib.parse, urllib.request
+port, t0, secret = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+base = f"http://127.0.0.1:{port}"
+jar = http.cookiejar.CookieJar()
+web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+end = time.time() + 120
+page = ""
+while time.time() < end:
+    try:
+        with web.open(base + "/", timeout=5) as r:
+            page, at = r.read().decode("utf-8", "replace"), r.url[len(base):]
+        if 'type="password"' in page:
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit(f"no login page within 120 s (last page: {page[:200]!r})")
+ui = time.time() - t0
+if at != "/login":
+    sys.exit(f"the first visit went to {at}, not /login: the initial password file was not applied")
+csrf = re.search(r'name="csrf" value="([^"]*)"', page).group(1)
+form = urllib.parse.urlencode({"csrf": csrf, "password": secret}).encode()
+try:
+    with web.open(base + "/login", data=form, timeout=30) as r:
+        home, url = r.read().decode("utf-8", "replace"), r.url[len(base):]
+except urllib.error.HTTPError as e:
+    sys.exit(f"login with the generated secret answered {e.code}: {e.read()[:300]!r}")
+if url != "/" or "Log out" not in home:
+    sys.exit(f"login with the generated secret did not reach the dashboard ({url}): {home[:300]!r}")
+title = re.search(r"<title>(.*?)</title>", home)
+print(f"image-test: logged in on the web page with the generated admin secret ({title.group(1) if title else url}); boot to UI {ui:.1f} s after QEMU start")
+PY
 grep -aq 'growing /dev/vda3' "$work/serial-1.log" || { echo "image-test: /data was not grown on first boot"; exit 1; }
 grep -ao 'first boot: hotspot.*' "$work/serial-1.log" | head -1
 send TEST-0001 > "$work/acked" || { echo "image-test: the ASTM message was not ACKed"; exit 1; }
@@ -122,8 +178,11 @@ echo "image-test: ASTM message ACKed by the gateway in the VM"
 for _ in $(seq 120); do events | grep -q TEST-0001 && break; sleep 0.5; done
 events | grep -q TEST-0001 || { echo "image-test: DHIS2 test server did not receive TEST-0001"; tail -20 "$work/serial-1.log"; exit 1; }
 echo "image-test: DHIS2 test server on the host received the event for TEST-0001"
-# WEB UI CHECK GOES HERE after the web UI branch is merged: forward a port to the UI
-# (hostfwd=tcp:127.0.0.1:$web-:80), then GET / and assert the login page; print boot-to-UI time.
+# The hotspot self-test's verdict on the serial console (hostapd, wpa_supplicant, DHCP, captive
+# DNS, the page over Wi-Fi, the captive probe).
+for _ in $(seq 240); do grep -aq 'selftest: hotspot: \(ok\|FAILED\)' "$work/serial-1.log" && break; sleep 0.5; done
+grep -a 'selftest: hotspot:' "$work/serial-1.log" | sed 's/^/image-test: /'
+grep -aq 'selftest: hotspot: ok' "$work/serial-1.log" || { echo "image-test: hotspot self-test did not pass"; grep -a 'hotspot\|hostapd\|dnsmasq' "$work/serial-1.log" | tail -20; exit 1; }
 
 n=1
 for cut in $(seq "$cuts"); do
@@ -133,6 +192,7 @@ for cut in $(seq "$cuts"); do
     sleep $((2 + cut % 3))
     kill -9 $qpid; wait $qpid 2>/dev/null || true
     kill $feeder 2>/dev/null; wait $feeder 2>/dev/null || true
+    [ "$cut" = 1 ] && set_entry "$work/entry.conf"   # later boots: no self-test
     echo "image-test: power cut $cut during ingest ($(wc -l < "$work/acked") messages ACKed so far)"
     boot; wait_ready 300; check_boot
 done

@@ -25,7 +25,8 @@ pub fn random_token() -> String {
 /// The PHC string of an argon2id hash with a random salt.
 pub fn hash_password(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut salt)
+        .map_err(|e| format!("the OS random source (getrandom, /dev/urandom): {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)

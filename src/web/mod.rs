@@ -154,7 +154,12 @@ impl Web {
         if password.is_empty() {
             return Ok(());
         }
-        let hash = auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+        let hash = auth::hash_password(&password).map_err(|e| {
+            anyhow::anyhow!(
+                "web.initial_password_file {}: cannot hash it: {e}",
+                file.display()
+            )
+        })?;
         let detail = format!("initial password from {}", file.display());
         self.store
             .write(move |tx| {

@@ -61,6 +61,48 @@ pub struct Observation {
     pub raw_id: Option<RecordId>,
     /// Vendor details that have no canonical slot (GeneXpert panel/analyte/Ct, reagent lot, …).
     pub extra: BTreeMap<String, String>,
+    /// The result as a number with its unit, comparator, detection and log10 (`null` when the
+    /// result is not quantitative: `POS`, `MTB DETECTED MEDIUM`).
+    #[serde(default)]
+    pub quantity: Option<Quantity>,
+}
+
+/// A `<`/`>` limit in front of the number ("<20": below the lower limit of quantification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparator {
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+/// What the result says about the target, where it says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detection {
+    Detected,
+    NotDetected,
+    /// The run gave no result: invalid, error, aborted, no result.
+    Invalid,
+}
+
+/// A numeric result as a clinician reads it (decoded by `protocol::quantity`). Every key is serialised (absent = `null`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantity {
+    /// The number in plain decimals as sent (`1009.64`, `1.23E+04` → `12300`).
+    pub value: Option<String>,
+    pub comparator: Option<Comparator>,
+    /// The unit field, else the unit written after the number (`copies/mL`, `IU/mL`).
+    pub unit: Option<String>,
+    /// The log10 figure, when one was sent (`(3.09 log)`, a `log copies/mL` unit, a LOG test).
+    pub log10: Option<String>,
+    pub detection: Option<Detection>,
+    /// The value text exactly as the device sent it.
+    pub raw: String,
 }
 
 /// Which DHIS2 API a rendered request goes to (shared/reference/dhis2.md §2).

@@ -8,4 +8,7 @@ pub mod hl7;
 pub mod modbus;
 pub mod mqtt;
 pub mod poct1;
+pub mod quantity;
+#[cfg(test)]
+mod quantity_messages;
 pub mod xml;

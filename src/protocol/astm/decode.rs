@@ -11,6 +11,7 @@
 //! | `test_code`, `test_name` | R.3 universal test ID, see [`test_id`] |
 //! | `value` | R.4 trimmed; `qualitative^quantitative` → qualitative if present else quantitative |
 //! | `unit`, `reference_range`, `flags`, `result_status` | R.5, R.6 (component 1), R.7 (each repeat), R.9 |
+//! | `quantity` | R.4 (all components) with R.5–R.7 through `protocol::quantity`: value, unit, comparator, detection, log10 (a `…:LOG` sibling joins its copies record) |
 //! | `observed_at` | R.13 completed, else R.12 started, else O.7, else H.14 — ISO 8601 without a zone |
 //! | `comments` | C.4 components joined with a space; see "Comments" below |
 //!
@@ -25,6 +26,7 @@
 use super::link;
 use super::record::{Message, Record, RecordError, RecordKind, parse_message};
 use crate::config::Encoding;
+use crate::protocol::quantity;
 use crate::record::{Device, Observation};
 
 /// What a message is for, so ingest can decide what to answer.
@@ -69,7 +71,8 @@ pub fn decode_message(text: &[u8], encoding: Encoding) -> Decoded {
     };
     let mut errors = parsed.errors;
     let message = parsed.message;
-    let observations = observations(&message, &mut errors);
+    let mut observations = observations(&message, &mut errors);
+    quantity::link_log_records(&mut observations);
     let has = |k: RecordKind| message.records.iter().any(|r| r.kind == k);
     let kind = if has(RecordKind::Query) {
         MessageKind::Query
@@ -496,6 +499,14 @@ fn result(
     } else if let Some(inst) = text(r.field(14)) {
         o.extra.insert("instrument".into(), inst);
     }
+    // R.4 as a number with its unit and limits (issue 19): every component, `DETECTED^` and
+    // `^1009.64` alike.
+    let value_text: Vec<&str> = value
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+    o.quantity = quantity::of(&o, &value_text.join(" "), None);
     o
 }
 

@@ -13,6 +13,7 @@
 //! | `test_name` | OBX-3.2 (GeneXpert: the assay name, OBX-3.1 sub-component 3) |
 //! | `value` | OBX-5 (GeneXpert `qualitative^quantitative` → the first present; Roche: the call in OBX-8); an `NM` value that is not a number (`***.**`) → `None`, kept in `extra.raw_value`; `ED` data → `None` |
 //! | `unit`, `reference_range`, `flags`, `result_status` | OBX-6.1, OBX-7, OBX-8 repeats, OBX-11 |
+//! | `quantity` | OBX-5 (`SN` by its components, other types by their text) with OBX-6–8 through `protocol::quantity`: value, unit, comparator, detection, log10 |
 //! | `observed_at` | OBX-14, else OBX-19, else OBR-7, else TQ1-8/TQ1-7, else MSH-7 — ISO 8601, zone only if sent |
 //! | `comments` | NTE-3: after PID → every result of the patient, after OBR → every result of the order, after OBX → that result |
 //!
@@ -26,6 +27,7 @@
 use super::message::{Hl7Error, Message, Segment, parse};
 use crate::config::Encoding;
 use crate::protocol::astm::decode::iso_datetime;
+use crate::protocol::quantity;
 use crate::record::{Device, Observation};
 
 /// One message decoded as far as it could be.
@@ -42,7 +44,8 @@ pub struct Decoded {
 pub fn decode_message(text: &[u8], encoding: Encoding) -> Decoded {
     match parse(text, encoding) {
         Ok((message, mut errors)) => {
-            let observations = observations(&message, &mut errors);
+            let mut observations = observations(&message, &mut errors);
+            quantity::link_log_records(&mut observations);
             Decoded {
                 message: Some(message),
                 observations,
@@ -504,6 +507,15 @@ fn result(m: &Message, obx: &Segment, layout: Layout, errors: &mut Vec<Hl7Error>
             "equipment".into(),
             equipment.join(&m.delimiters.repetition.to_string()),
         );
+    }
+    // OBX-5 as a number with OBX-6's unit and its limits (issue 19): `SN` by its components
+    // (`<^20`), any other type by its text (`^1009.64`, `<40`, `Target Not Detected`).
+    if value_type.as_deref() != Some("ED") {
+        let comps = m.components(m.first_repeat(obx, 5));
+        let comps: Vec<&str> = comps.iter().map(|c| c.trim()).collect();
+        let joined: Vec<&str> = comps.iter().copied().filter(|c| !c.is_empty()).collect();
+        let sn = (value_type.as_deref() == Some("SN")).then_some(comps.as_slice());
+        o.quantity = quantity::of(&o, &joined.join(" "), sn);
     }
     o
 }

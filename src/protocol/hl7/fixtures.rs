@@ -204,6 +204,25 @@ fn s21a_genexpert_escaped_assay_name_and_serial() {
 #[test]
 fn s21b_genexpert_quantitative_and_log() {
     let d = decode("s21b-genexpert-oru-r32-quantitative.hl7");
+    // The copies/mL record carries the log10 of its `:LOG` sibling (issue 19).
+    let q = d.observations[0]
+        .quantity
+        .as_ref()
+        .expect("QUANT1 is quantitative");
+    assert_eq!(
+        (
+            q.value.as_deref(),
+            q.unit.as_deref(),
+            q.comparator,
+            q.log10.as_deref()
+        ),
+        (
+            Some("20385215991.41"),
+            Some("copies/mL"),
+            None,
+            Some("10.31")
+        )
+    );
     let got: Vec<(&str, Option<&str>, Option<&str>)> = d
         .observations
         .iter()

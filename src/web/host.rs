@@ -7,7 +7,8 @@ use crate::config::web::WebSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
-    /// `[web] manage_clock = true`: the board's image; pocketgate runs as root.
+    /// `[web] manage_clock = true`: the board's image; pocketgate runs with `CAP_SYS_TIME`
+    /// (image/rootfs/usr/libexec/pocketgate/run-gateway), which `date` inherits.
     Device,
     /// Anything else: read-only.
     Laptop,

@@ -55,11 +55,6 @@ pub fn parse(text: &str, unit: Option<&str>, log: bool) -> Option<Quantity> {
         let before = i.checked_sub(1).map(|j| tokens[j].as_str());
         let after = tokens.get(i + used).map(String::as_str);
         let is_log = after.is_some_and(is_log_word) || before.is_some_and(is_log_word);
-        // "HIV-1" is a name, not a result: a number glued to letters before it is skipped.
-        if tokens[i].starts_with(|c: char| c.is_ascii_alphabetic()) {
-            i += used;
-            continue;
-        }
         if is_log && q.log10.is_none() {
             q.log10 = Some(value);
         } else if q.value.is_none() {
@@ -107,19 +102,16 @@ pub fn of(o: &Observation, text: &str, sn: Option<&[&str]>) -> Option<Quantity> 
         ">" => Some(Comparator::Gt),
         _ => None,
     });
-    if let (Some(c), Some(u)) = (limit, unit) {
-        let bounds = o.reference_range.as_deref().and_then(range_bounds);
+    // Without a range there is no bound to read, and a flag alone makes no quantity.
+    let bounds = o.reference_range.as_deref().and_then(range_bounds);
+    if let (Some(c), Some(u), Some((lo, hi))) = (limit, unit, bounds) {
         let q = q.get_or_insert_with(|| Quantity {
             raw: text.trim().to_owned(),
             unit: Some(u.to_owned()),
             detection: detection(&text.trim().to_lowercase()),
             ..Quantity::default()
         });
-        if q.value.is_none()
-            && q.log10.is_none()
-            && q.detection != Some(Detection::Invalid)
-            && let Some((lo, hi)) = bounds
-        {
+        if q.value.is_none() && q.log10.is_none() && q.detection != Some(Detection::Invalid) {
             let bound = if c == Comparator::Lt { lo } else { hi };
             q.comparator = Some(c);
             if log {
@@ -300,15 +292,10 @@ fn is_unit(t: &str) -> bool {
 }
 
 /// The number starting at token `i` and how many tokens it took: `1.23`, `1,234,567`, `4,5`,
-/// `1.2E+04`, `1.23x10^4`, `1.23 x 10^4`, `1.23 x 10E4`, `1.2E3cp` (a unit glued on).
+/// `1.2E+04`, `1.23x10^4`, `1.23 x 10^4`, `1.23 x 10E4`, `1.2E3cp` (a unit glued on). A token
+/// that starts with a letter (`HIV-1`, a name) is no number.
 fn number_at(tokens: &[String], i: usize) -> Option<(String, usize)> {
     let t = tokens[i].as_str();
-    // "HIV-1": letters then digits — report it as taken so the caller skips it.
-    if t.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return t
-            .contains(|c: char| c.is_ascii_digit())
-            .then(|| (String::new(), 1));
-    }
     let (mantissa, rest) = split_decimal(t)?;
     let mut exp = 0i32;
     let mut used = 1;
@@ -621,6 +608,9 @@ mod tests {
             (v.comparator, v.value.as_deref()),
             (Some(Comparator::Gt), Some("10000000.00"))
         );
+        // A flag without a range to take the bound from makes no quantity of a call.
+        let o = obs("HIVVL", Some("copies/mL"), None, &["<"]);
+        assert_eq!(of(&o, "DETECTED", None), None);
         // A number with a low flag is that number (a low haemoglobin), not the range's bound.
         let o = obs("HGB", Some("g/dL"), Some("12.0-16.0"), &["<"]);
         let v = of(&o, "9.1", None).unwrap();

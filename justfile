@@ -215,15 +215,22 @@ torture rounds="200" messages="250" hostile="60" soak="600":
 cross-setup:
     image/cross-setup.sh
 
-# Static aarch64 (or armv7-unknown-linux-gnueabihf) release binary, then its unit tests under qemu-user.
-cross target="aarch64-unknown-linux-gnu":
+# Size limits of the release binary in bytes (issue 17; figures in
+# benches/results/2026-12-07-binary-size.md). aarch64 is the shipped static binary (after
+# `just cross-build`); x86-64 is `cargo build --release`, a proxy that catches growth on a machine
+# without the cross toolchain.
+size_limit_aarch64 := "8388608"
+size_limit_x86_64 := "12100000"
+
+# Static aarch64 (or armv7-unknown-linux-gnueabihf) release binary, stripped, run once under qemu-user.
+cross-build target="aarch64-unknown-linux-gnu":
     #!/usr/bin/env bash
     set -euo pipefail
     source image/cross-env.sh
     # The shipped binary aborts on panic and never unwinds, so it needs no unwind tables: no
     # .eh_frame_hdr from the linker, and .eh_frame/.gcc_except_table stripped after the link
-    # (−1.7 MB; issue 6's 8 MB limit; figures in benches/results/). A panic still prints its
-    # message; only RUST_BACKTRACE=1 cannot walk the stack. The unit tests below unwind
+    # (−1.5 MB; benches/results/2026-12-07-binary-size.md). A panic still prints its message;
+    # only RUST_BACKTRACE=1 cannot walk the stack. The unit tests (`just cross`) unwind
     # (libtest catches panics), so they keep cross-env.sh's flags.
     v=CARGO_TARGET_$(echo {{target}} | tr a-z- A-Z_)_RUSTFLAGS
     env "$v=${!v} -C link-arg=-Wl,--no-eh-frame-hdr" cargo build --release --target {{target}} --bin pocketgate
@@ -233,10 +240,39 @@ cross target="aarch64-unknown-linux-gnu":
     qemu-$( [ {{target}} = armv7-unknown-linux-gnueabihf ] && echo arm || echo aarch64 )-static $f --version
     file $f | tee /dev/stderr | grep -q 'statically linked'
     echo "size: $(stat -c %s $f) bytes"
+
+# `just cross-build`, then the library's unit tests built for the target and run under qemu-user.
+cross target="aarch64-unknown-linux-gnu": (cross-build target)
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source image/cross-env.sh
     # The tests that run host programs (hostapd, dnsmasq, pppd… on the rendered files, and a
     # missing command's spawn error, which qemu-user reports as a child exit instead) run
     # natively in `just test`.
     cargo test --target {{target}} --lib -- --skip netcfg::tests::real_ --skip netcfg::tests::host_runs_
+
+# `aarch64` is built by `just cross-build` (CI's image smoke builds it); `x86_64` builds
+# `cargo build --release` first.
+# Fail when a release binary (aarch64, x86_64 or all) is over its limit.
+size-check which="all":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    failed=0
+    check() { # name file limit
+        [ -f "$2" ] || { echo "size-check: $2 is missing (build it first)" >&2; failed=1; return; }
+        local size; size=$(stat -c %s "$2")
+        if [ "$size" -le "$3" ]; then
+            echo "size-check: $1 $size bytes ≤ $3 (margin $(( $3 - size )))"
+        else
+            echo "size-check: $1 $size bytes is over its limit of $3 by $(( size - $3 )) bytes" >&2; failed=1
+        fi
+    }
+    case {{which}} in all|x86_64) cargo build --release --bin pocketgate
+        check x86_64 target/release/pocketgate {{size_limit_x86_64}};; esac
+    case {{which}} in all|aarch64)
+        check aarch64 target/aarch64-unknown-linux-gnu/release/pocketgate {{size_limit_aarch64}};; esac
+    case {{which}} in all|x86_64|aarch64) ;; *) echo "size-check: which is all, x86_64 or aarch64" >&2; exit 2;; esac
+    exit $failed
 
 # SD-card image for a board (qemu-virt, rpi3, rpi4, rpi-zero2w) → image/out/pocketgate-BOARD.img.xz
 image board="qemu-virt":
@@ -246,16 +282,13 @@ image board="qemu-virt":
 image-test cuts="3":
     image/test.sh --power-cuts {{cuts}}
 
-# What CI runs: dev-profile cross build, qemu-virt image (no xz), one boot (web login, ASTM →
-# DHIS2, hotspot self-test) + one power cut. Installs the cross packages first (Debian's).
+# Installs the cross packages first (Debian's); no xz; the image is the one users would flash.
+# What CI runs: shipped aarch64 binary (size-checked), qemu-virt image, one boot + one power cut.
 image-test-smoke:
-    #!/usr/bin/env bash
-    set -euo pipefail
     image/cross-setup.sh
-    source image/cross-env.sh
-    # No debug info: the image strips it anyway, and the link is minutes shorter.
-    CARGO_PROFILE_DEV_DEBUG=0 cargo build --target aarch64-unknown-linux-gnu --bin pocketgate
-    IMAGE_XZ=0 image/build.sh qemu-virt target/aarch64-unknown-linux-gnu/debug/pocketgate
+    just cross-build
+    just size-check aarch64
+    IMAGE_XZ=0 image/build.sh qemu-virt target/aarch64-unknown-linux-gnu/release/pocketgate
     image/test.sh --power-cuts 1
 
 # Partition table and boot files of the Pi images (builds them first if missing).

@@ -48,7 +48,7 @@ pub struct RawMqtt {
     /// `true` connects with TLS (certificate and host name always verified). Default `false`.
     pub tls: Option<Val<bool>>,
     /// tls: PEM file of the CA certificate(s) that signed the broker's certificate. Default: the
-    /// public web CAs (Mozilla's list, compiled in).
+    /// system CA bundle (src/sync/trust.rs).
     pub ca_file: Option<Val<PathBuf>>,
     /// tls: the name the broker's certificate must carry, when it differs from the host in
     /// `broker` (e.g. connecting by IP to a broker whose certificate names `broker.lan`).
@@ -175,7 +175,7 @@ impl MqttSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttTls {
-    /// Trusted CA certificates (PEM); `None` = the compiled-in web CAs.
+    /// Trusted CA certificates (PEM); `None` = the system CA bundle.
     pub ca_file: Option<PathBuf>,
     /// Name checked against the certificate; `None` = the broker host.
     pub server_name: Option<String>,

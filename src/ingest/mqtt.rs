@@ -424,7 +424,7 @@ fn ack(d: Delivery, client: &AsyncClient, shared: &Shared) -> Option<Delivery> {
     }
 }
 
-/// rustls client settings: ring, the configured CA file or the compiled-in web CAs, and the
+/// rustls client settings: ring, the configured CA file or the system bundle (sync/trust.rs), and the
 /// certificate always verified — against `server_name` when given, else the broker host.
 fn tls_config(tls: &MqttTls, host: &str) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
@@ -444,7 +444,13 @@ fn tls_config(tls: &MqttTls, host: &str) -> Result<rustls::ClientConfig, String>
                 ));
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => {
+            let system = crate::sync::trust::system_roots();
+            if let Some(why) = system.missing() {
+                return Err(format!("TLS with the broker: {why} (mqtt.ca_file)"));
+            }
+            roots.add_parsable_certificates(system.certs.iter().cloned());
+        }
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -533,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn web_roots_and_ip_hosts_build_a_verifying_config() {
+    fn system_roots_and_ip_hosts_build_a_verifying_config() {
         let tls = MqttTls {
             ca_file: None,
             server_name: None,

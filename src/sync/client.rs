@@ -12,7 +12,7 @@
 //! - **`async=false` literally** on `/api/tracker`: ≤2.41 select sync only by that exact query
 //!   (§0.1); `importStrategy=CREATE_AND_UPDATE` always, so a resend after a lost answer updates
 //!   instead of duplicating (§3).
-//! - **rustls + bundled webpki roots + an optional extra CA**, hickory DNS (no libc resolver), no
+//! - **rustls + the system CA bundle ([`super::trust`]) + an optional extra CA**, hickory DNS (no libc resolver), no
 //!   gzip request bodies (DHIS2 cannot read them on `/api/tracker`, §6).
 //! - **Bodies are bounded** both ways by `max_body_bytes` (nginx's reference cap is 10 MiB, §6).
 //! - **Secrets** live in [`Secret`], whose `Debug`/`Display` print `***`; the `Authorization`
@@ -89,7 +89,7 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// TCP + TLS connect budget. Default 15 s.
     pub connect_timeout: Duration,
-    /// PEM certificate(s) to trust besides the bundled webpki roots (a ministry's own CA).
+    /// PEM certificate(s) to trust besides the system CA bundle (a ministry's own CA).
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Largest request or response body, in bytes. Default 10 MiB (nginx reference cap, §6).
     pub max_body_bytes: usize,
@@ -287,6 +287,8 @@ pub enum ClientError {
     BadBaseUrl { url: String, why: String },
     #[error("the extra CA certificate is not usable PEM: {detail}")]
     BadCaCertificate { detail: String },
+    #[error("nothing to check DHIS2's TLS certificate against: {detail}")]
+    NoCaCertificates { detail: String },
     #[error("could not build the HTTP client: {detail}")]
     Build { detail: String },
     #[error("{what} is not a valid request: {why}")]
@@ -354,6 +356,7 @@ impl ClientError {
             | ClientError::Tls { .. }
             | ClientError::BadBaseUrl { .. }
             | ClientError::BadCaCertificate { .. }
+            | ClientError::NoCaCertificates { .. }
             | ClientError::Build { .. } => Outcome::Pause { why },
             ClientError::Status { outcome, .. } => outcome.clone(),
         }
@@ -411,13 +414,27 @@ impl Dhis2Client {
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .tls_built_in_root_certs(true)
+            .tls_built_in_root_certs(false)
             .hickory_dns(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .default_headers(headers)
             .user_agent(concat!("pocketgate/", env!("CARGO_PKG_VERSION")));
+        // The system bundle (trust.rs), plus the extra CA below. An https URL with neither
+        // cannot be checked, so it is a configuration error now rather than a failed handshake.
+        let roots = super::trust::system_roots();
+        if let Some(why) = roots.missing()
+            && base.starts_with("https:")
+            && settings.extra_ca_pem.is_none()
+        {
+            return Err(ClientError::NoCaCertificates { detail: why });
+        }
+        for der in &roots.certs {
+            if let Ok(c) = reqwest::Certificate::from_der(der) {
+                builder = builder.add_root_certificate(c);
+            }
+        }
         if let Some(pem) = &settings.extra_ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ClientError::BadCaCertificate {

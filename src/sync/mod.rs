@@ -7,3 +7,4 @@
 pub mod classify;
 pub mod client;
 pub mod metadata;
+pub mod trust;

@@ -22,11 +22,27 @@ pub fn system_roots() -> &'static SystemRoots {
     static ROOTS: OnceLock<SystemRoots> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
-        SystemRoots {
-            certs: found.certs,
-            errors: found.errors.iter().map(|e| e.to_string()).collect(),
+        let mut errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        let (certs, skipped) = usable(found.certs);
+        if skipped > 0 {
+            errors.push(format!(
+                "{skipped} certificate(s) in the bundle are not usable as roots"
+            ));
         }
+        SystemRoots { certs, errors }
     })
+}
+
+/// Only the certificates rustls takes as trust anchors: reqwest refuses to build a client when
+/// one added root does not parse, and one odd entry in a system bundle must not stop sync.
+fn usable(certs: Vec<CertificateDer<'static>>) -> (Vec<CertificateDer<'static>>, usize) {
+    let total = certs.len();
+    let kept: Vec<_> = certs
+        .into_iter()
+        .filter(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok())
+        .collect();
+    let skipped = total - kept.len();
+    (kept, skipped)
 }
 
 impl SystemRoots {
@@ -65,6 +81,13 @@ mod tests {
             errors: Vec::new(),
         };
         assert_eq!(full.missing(), None);
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_parse_is_left_out() {
+        let good = system_roots().certs[0].clone();
+        let (kept, skipped) = usable(vec![CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), good]);
+        assert_eq!((kept.len(), skipped), (1, 1));
     }
 
     /// The build and CI machines are Debian with ca-certificates, as the image is.

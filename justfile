@@ -257,6 +257,7 @@ cross target="aarch64-unknown-linux-gnu": (cross-build target)
 size-check which="all":
     #!/usr/bin/env bash
     set -euo pipefail
+    case {{which}} in all|x86_64|aarch64) ;; *) echo "size-check: which is all, x86_64 or aarch64" >&2; exit 2;; esac
     failed=0
     check() { # name file limit
         [ -f "$2" ] || { echo "size-check: $2 is missing (build it first)" >&2; failed=1; return; }
@@ -271,7 +272,6 @@ size-check which="all":
         check x86_64 target/release/pocketgate {{size_limit_x86_64}};; esac
     case {{which}} in all|aarch64)
         check aarch64 target/aarch64-unknown-linux-gnu/release/pocketgate {{size_limit_aarch64}};; esac
-    case {{which}} in all|x86_64|aarch64) ;; *) echo "size-check: which is all, x86_64 or aarch64" >&2; exit 2;; esac
     exit $failed
 
 # SD-card image for a board (qemu-virt, rpi3, rpi4, rpi-zero2w) → image/out/pocketgate-BOARD.img.xz

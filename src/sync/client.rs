@@ -428,7 +428,9 @@ impl Dhis2Client {
             && base.starts_with("https:")
             && settings.extra_ca_pem.is_none()
         {
-            return Err(ClientError::NoCaCertificates { detail: why });
+            return Err(ClientError::NoCaCertificates {
+                detail: format!("{why} (dhis2.extra_ca_file)"),
+            });
         }
         for der in &roots.certs {
             if let Ok(c) = reqwest::Certificate::from_der(der) {

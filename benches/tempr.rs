@@ -16,9 +16,10 @@ use common::{Section, env_usize, full_run, repo_root, stats};
 use pocketgate::record::Observation;
 use pocketgate::tempr::{Limits, Tempr, TemprSet, apply, record_view};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn s1_record() -> Value {
+fn s1_record() -> Arc<Value> {
     let path = repo_root().join("tests/fixtures/astm/s01-genexpert-mtb-rif-ultra.expected.json");
     let messages: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let obs: Vec<Observation> =
@@ -32,7 +33,7 @@ fn ctx(previous_request: Value) -> Value {
 }
 
 /// Apply `steps` in order as a chain (each step sees the request before it); records/s over `d`.
-fn rate(steps: &[&Tempr], record: &Value, limits: &Limits, d: Duration) -> f64 {
+fn rate(steps: &[&Tempr], record: &Arc<Value>, limits: &Limits, d: Duration) -> f64 {
     let once = || {
         let mut previous = Value::Null;
         for t in steps {

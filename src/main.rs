@@ -560,14 +560,14 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A record view for `tempr test` from what the CLI prints elsewhere.
-fn record_from_json(text: &str) -> anyhow::Result<serde_json::Value> {
+fn record_from_json(text: &str) -> anyhow::Result<std::sync::Arc<serde_json::Value>> {
     use pocketgate::record::Observation;
     let first = text.trim_start();
     let observations: Vec<Observation> = if first.starts_with('[') {
         serde_json::from_str(text)?
     } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
         if v.get("results").is_some() {
-            return Ok(v); // already a record view
+            return Ok(std::sync::Arc::new(v)); // already a record view
         }
         match v.get("observations") {
             Some(o) => serde_json::from_value(o.clone())?,

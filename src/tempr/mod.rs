@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One Tempr, loaded from `source_file`.
@@ -341,7 +342,7 @@ pub fn record_view(
     source: &str,
     received_at: &str,
     observations: &[Observation],
-) -> Value {
+) -> Arc<Value> {
     let first = |f: fn(&Observation) -> Option<&String>| {
         observations
             .iter()
@@ -362,7 +363,7 @@ pub fn record_view(
             .entry(o.test_code.clone())
             .or_insert_with(|| v.clone());
     }
-    json!({
+    Arc::new(json!({
         "id": id,
         "source": source,
         "received_at": received_at,
@@ -372,7 +373,7 @@ pub fn record_view(
         "observed_at": first(|o| o.observed_at.as_ref()),
         "observations": obs,
         "results": results,
-    })
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,9 +382,10 @@ pub fn record_view(
 /// Build the request `tempr` makes for `record` (from [`record_view`]) with `ctx`
 /// (`{gateway:{name}, org_unit, previous, previous_request}`). Pure apart from the script
 /// thread; the output is checked to be a plausible DHIS2 request before it is returned.
+/// The record is shared, not copied: a template render and a script run read this one view.
 pub fn apply(
     tempr: &Tempr,
-    record: &Value,
+    record: &Arc<Value>,
     ctx: &Value,
     limits: &Limits,
 ) -> Result<Dhis2Request, TemprError> {

@@ -23,9 +23,12 @@ use std::sync::Arc;
 
 const NAME: &str = "tempr";
 
-/// A compiled template Tempr.
+/// A compiled template Tempr: parsed once when the Tempr file loads, its environment (filters,
+/// functions, the compiled template) shared by every render of this Tempr version.
 #[derive(Debug, Clone)]
 pub struct Template {
+    /// Fuel preset to [`Limits::default`]'s, so a render with the default limits borrows it
+    /// as it is; other limits render through a copy with their own fuel.
     env: Environment<'static>,
     source: String,
 }
@@ -58,6 +61,7 @@ impl Template {
         env.add_filter("tojson", tojson);
         env.add_filter("option", option);
         env.add_filter("code", option);
+        env.set_fuel(Some(Limits::default().template_fuel));
         env.add_template_owned(NAME, source.clone())
             .map_err(|e| (e.line(), describe(&e, &source)))?;
         Ok(Template { env, source })
@@ -71,12 +75,19 @@ impl Template {
     pub(crate) fn render(
         &self,
         tempr: &Tempr,
-        record: &Value,
+        record: &Arc<Value>,
         ctx: &Value,
         limits: &Limits,
     ) -> Result<String, TemprError> {
-        let mut env = self.env.clone();
-        env.set_fuel(Some(limits.template_fuel));
+        let other_fuel;
+        let env = if self.env.fuel() == Some(limits.template_fuel) {
+            &self.env
+        } else {
+            let mut env = self.env.clone();
+            env.set_fuel(Some(limits.template_fuel));
+            other_fuel = env;
+            &other_fuel
+        };
         let tmpl = env.get_template(NAME).map_err(|e| TemprError::Template {
             line: e.line(),
             message: e.to_string(),
@@ -87,8 +98,8 @@ impl Template {
             over: false,
         };
         let vars = context! {
-            record => Json::root(record),
-            ctx => Json::root(ctx),
+            record => Json::shared(record.clone()),
+            ctx => Json::shared(Arc::new(ctx.clone())),
             tempr => context! { name => tempr.name.clone(), version => tempr.version },
         };
         match tmpl.render_captured_to(vars, &mut out) {
@@ -113,7 +124,8 @@ impl Template {
 /// A JSON document the template reads lazily: a key or index is converted when the template
 /// touches it, not before. A real GeneXpert MTB/RIF Ultra result has 80 observations (~80 KB as
 /// a record view, `observations` plus `results`); converting all of it to minijinja values took
-/// ~1 ms per render for a template that reads five of them (benches/tempr.rs).
+/// ~1 ms per render for a template that reads five of them, and copying it for each render half
+/// of what was left (benches/tempr.rs): the record is shared (`Arc`), never copied.
 #[derive(Debug)]
 struct Json {
     root: Arc<Value>,
@@ -128,8 +140,8 @@ enum Step {
 }
 
 impl Json {
-    fn root(v: &Value) -> JValue {
-        Json::wrap(Arc::new(v.clone()), Vec::new())
+    fn shared(root: Arc<Value>) -> JValue {
+        Json::wrap(root, Vec::new())
     }
 
     /// A scalar becomes a plain value; an object or array stays lazy.
@@ -138,7 +150,12 @@ impl Json {
         match node {
             Value::Null => JValue::from(()),
             Value::Bool(b) => JValue::from(*b),
-            Value::Number(_) | Value::String(_) => JValue::from_serialize(node),
+            Value::String(s) => JValue::from(s.as_str()),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => JValue::from(i),
+                (None, Some(u)) => JValue::from(u),
+                _ => JValue::from_serialize(node),
+            },
             Value::Object(_) | Value::Array(_) => JValue::from_object(Json { root, path }),
         }
     }
@@ -373,7 +390,9 @@ mod tests {
             let eager = t
                 .render(context! { r => JValue::from_serialize(&record) })
                 .unwrap();
-            let lazy = t.render(context! { r => Json::root(&record) }).unwrap();
+            let lazy = t
+                .render(context! { r => Json::shared(Arc::new(record.clone())) })
+                .unwrap();
             assert_eq!(lazy, eager, "{expr}");
         }
     }

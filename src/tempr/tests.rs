@@ -14,7 +14,7 @@ fn s1_observations() -> Vec<Observation> {
     serde_json::from_value(messages[0]["observations"].clone()).expect("S1 observations")
 }
 
-fn s1() -> Value {
+fn s1() -> Arc<Value> {
     record_view(12, "gx-1", "2026-11-22T10:00:00Z", &s1_observations())
 }
 
@@ -40,7 +40,7 @@ fn examples() -> TemprSet {
 fn run(name: &str, record: &Value, ctx: &Value) -> Result<Dhis2Request, TemprError> {
     let set = examples();
     let t = set.get(name).unwrap_or_else(|| panic!("no Tempr {name}"));
-    apply(t, record, ctx, &Limits::default())
+    apply(t, &Arc::new(record.clone()), ctx, &Limits::default())
 }
 
 fn data_values(event: &Value) -> Vec<(String, String)> {
@@ -206,7 +206,7 @@ fn tb_lab_stage_sends_s1_with_the_ultra_data_elements() {
 
 #[test]
 fn tb_lab_stage_maps_classic_xpert_detected_and_rif_resistance() {
-    let mut r = s1();
+    let mut r = Value::clone(&s1());
     r["results"]["MTB-RIF/Xpert/MTB"]["test_name"] = json!("Xpert MTB-RIF");
     r["results"]["MTB-RIF/Xpert/MTB"]["value"] = json!("DETECTED MEDIUM");
     r["results"]["MTB-RIF/RIF/RIF Resistance"]["value"] = json!("Rif Resistance DETECTED");
@@ -337,7 +337,7 @@ fn monthly_counts_sends_the_months_totals_from_ctx_counts() {
 
 #[test]
 fn missing_required_field_error_names_the_path() {
-    let mut r = s1();
+    let mut r = Value::clone(&s1());
     r["results"]
         .as_object_mut()
         .expect("results")
@@ -352,7 +352,7 @@ fn missing_required_field_error_names_the_path() {
         "missing field results.MTB-RIF/Xpert/MTB.observed_at|observed_at"
     );
 
-    let mut r = s1();
+    let mut r = Value::clone(&s1());
     r["results"]["MTB-RIF/Xpert/MTB"]["value"] = Value::Null;
     let err = run("lab-event", &r, &ctx()).unwrap_err();
     assert_eq!(
@@ -395,16 +395,16 @@ test_codes = ["MTB-RIF/*/MTB"]
     let t = Tempr::parse(text, Path::new("m.toml")).expect("parse");
     let r = s1();
     assert!(t.matcher.matches(&r));
-    let mut other = r.clone();
+    let mut other = Value::clone(&r);
     other["source"] = json!("sysmex-1");
     assert!(!t.matcher.matches(&other));
-    let mut other = r.clone();
+    let mut other = Value::clone(&r);
     other["device"]["vendor"] = json!("Roche");
     assert!(!t.matcher.matches(&other));
-    let mut other = r.clone();
+    let mut other = Value::clone(&r);
     other["results"]["MTB-RIF/Xpert/MTB"]["test_name"] = json!("Xpert MTB-RIF");
     assert!(!t.matcher.matches(&other));
-    let mut other = r.clone();
+    let mut other = Value::clone(&r);
     other["observations"] = json!([{"test_code": "HIVVL"}]);
     assert!(!t.matcher.matches(&other));
     assert!(Match::default().matches(&json!({})));
@@ -810,6 +810,63 @@ fn script_prototype_tricks_do_not_leak_into_the_next_run_or_lift_the_limits() {
         .run(&s1(), &ctx(), &Limits::default())
         .expect("run");
     assert_eq!(out, json!({"names": []}));
+}
+
+/// Runs of one Tempr share its warm context (issue 18), so what one record's run does to the
+/// built-ins, the globals or its own closures must not reach the next record's.
+#[test]
+fn script_runs_on_one_warm_context_see_no_state_from_earlier_runs() {
+    let t = script_tempr(
+        "(() => { let n = 0; return (r, c) => {\n\
+           const seen = { n: ++n, polluted: ({}).polluted === undefined, leak: typeof leak,\n\
+             fill: typeof [].fill, json: typeof JSON.stringify, other: typeof globalThis.other };\n\
+           Object.prototype.polluted = 'yes'; Array.prototype.fill = null; JSON = null;\n\
+           leak = 42; globalThis.other = 1; return seen; }; })()\n",
+    );
+    let clean = json!({"n": 1, "polluted": true, "leak": "undefined", "fill": "function",
+                       "json": "function", "other": "undefined"});
+    for run in 1..=3 {
+        let out = script_of(&t)
+            .run(&s1(), &ctx(), &Limits::default())
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(out, clean, "run {run}");
+    }
+    // In strict mode the same pollution is an error naming what was refused.
+    let strict = script_tempr(
+        "(r, c) => { 'use strict'; Object.prototype.polluted = 'yes'; return { events: [] }; }\n",
+    );
+    let err = apply(&strict, &s1(), &ctx(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, TemprError::Script { .. }), "{err}");
+    assert!(err.to_string().contains("TypeError"), "{err}");
+}
+
+/// A run stopped by its limits leaves the Tempr usable: the next record runs on a new context.
+#[test]
+fn script_after_a_stopped_run_the_next_record_still_renders() {
+    let t = script_tempr(
+        "(r, c) => { if (c.spin) { for (;;) {} } return { events: [{ n: r.sample_id }] }; }\n",
+    );
+    let limits = Limits {
+        script_budget: Duration::from_millis(500),
+        script_loop_limit: 100_000,
+        ..Limits::default()
+    };
+    let mut spin = ctx();
+    spin["spin"] = json!(true);
+    for _ in 0..2 {
+        let err = script_of(&t).run(&s1(), &spin, &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TemprError::ScriptLimit { .. } | TemprError::ScriptTimeout { .. }
+            ),
+            "{err}"
+        );
+        let out = script_of(&t)
+            .run(&s1(), &ctx(), &limits)
+            .expect("the next record");
+        assert_eq!(out["events"][0]["n"], s1()["sample_id"]);
+    }
 }
 
 #[test]

@@ -101,7 +101,7 @@ async fn show(
             .map(|m| tempr::record_view(m.id.0, &m.source, &m.received_at, &m.observations)),
         None => None,
     };
-    let fields = record.as_ref().map(record_fields).unwrap_or_default();
+    let fields = record.as_deref().map(record_fields).unwrap_or_default();
     let codes: Vec<String> = record
         .as_ref()
         .and_then(|r| r.get("results").and_then(Value::as_object))

@@ -146,14 +146,33 @@ impl Script {
             Some(slot) => slot,
             None => &mut one_off,
         };
-        let (reply, answer) = mpsc::sync_channel(1);
-        let mut job = Job {
+        let job = |reply| Job {
             record: record.clone(),
             ctx: ctx.clone(),
             limits: limits.clone(),
             reply,
         };
-        // A worker that ended (idle) refuses the job: start a new one.
+        match self.call(slot, job, limits.script_budget)? {
+            Some(result) => result,
+            // The thread ended while holding the job: it went idle just as the job came (the
+            // queue dropped the job), or the run panicked. Once more, on a new worker.
+            None => self
+                .call(slot, job, limits.script_budget)?
+                .unwrap_or_else(|| Err(ended())),
+        }
+    }
+
+    /// Send one job to the worker in `slot` (starting one when there is none, or when the one
+    /// there has ended) and wait up to `budget` for its answer; `None`: the worker ended
+    /// without answering. A worker that answered goes back into `slot`.
+    fn call(
+        &self,
+        slot: &mut Option<Worker>,
+        job: impl Fn(mpsc::SyncSender<Result<Value, TemprError>>) -> Job,
+        budget: Duration,
+    ) -> Result<Option<Result<Value, TemprError>>, TemprError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let mut job = job(reply);
         let worker = loop {
             let worker = match slot.take() {
                 Some(w) => w,
@@ -161,13 +180,13 @@ impl Script {
             };
             match worker.jobs.send(job) {
                 Ok(()) => break worker,
-                Err(mpsc::SendError(back)) => job = back,
+                Err(mpsc::SendError(back)) => job = back, // it ended (idle): a new one
             }
         };
-        match answer.recv_timeout(limits.script_budget) {
+        match answer.recv_timeout(budget) {
             Ok(result) => {
                 *slot = Some(worker);
-                result
+                Ok(Some(result))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 ABANDONED.fetch_add(1, Ordering::SeqCst);
@@ -175,44 +194,13 @@ impl Script {
                 if let Ok(result) = answer.try_recv() {
                     ABANDONED.fetch_sub(1, Ordering::SeqCst);
                     *slot = Some(worker);
-                    return result;
+                    return Ok(Some(result));
                 }
                 // Dropping `answer` tells the thread, when its run ends, that nobody waits:
                 // it then ends too (the next record gets a new worker).
-                drop(answer);
-                Err(TemprError::ScriptTimeout {
-                    budget: limits.script_budget,
-                })
+                Ok(Some(Err(TemprError::ScriptTimeout { budget })))
             }
-            // The thread ended while holding the job: it went idle just as the job came (the
-            // queue dropped the job), or the run panicked. Once more on a new worker.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                drop(worker);
-                let (reply, answer) = mpsc::sync_channel(1);
-                let worker = Worker::spawn(self.source.clone())?;
-                let job = Job {
-                    record: record.clone(),
-                    ctx: ctx.clone(),
-                    limits: limits.clone(),
-                    reply,
-                };
-                if worker.jobs.send(job).is_err() {
-                    return Err(ended());
-                }
-                match answer.recv_timeout(limits.script_budget) {
-                    Ok(result) => {
-                        *slot = Some(worker);
-                        result
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        ABANDONED.fetch_add(1, Ordering::SeqCst);
-                        Err(TemprError::ScriptTimeout {
-                            budget: limits.script_budget,
-                        })
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(ended()),
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
         }
     }
 }

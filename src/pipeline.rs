@@ -140,37 +140,26 @@ impl RenderCtx {
 /// Render stored messages for ever (woken by new commits).
 pub async fn render_loop(store: Store, db: PathBuf, rc: RenderCtx) {
     let mut changes = store.subscribe();
-    let mut reader = None;
     let mut busy = false;
     loop {
-        match render_pass_on(&store, &db, &mut reader, &rc).await {
+        match render_pass(&store, &db, &rc).await {
             Ok(0) => {
-                let quiet = if busy { SETTLE_AFTER } else { IDLE_WAIT };
-                let woken = tokio::time::timeout(quiet, changes.changed()).await.is_ok();
-                if !woken && std::mem::take(&mut busy) {
-                    reader = None;
+                if std::mem::take(&mut busy) {
                     settle_memory(&store, None).await;
                 }
+                let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
             }
             Ok(n) => {
                 busy = true;
                 debug!(rendered = n, "render pass");
             }
             Err(e) => {
-                reader = None;
                 warn!(error = %e, "render pass failed; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }
 }
-
-/// A stage that has had nothing to do for this long after a burst gives its memory back
-/// ([`settle_memory`]). Settling at every catch-up instead (several times a second under a
-/// steady flow) dropped the page caches and reopened connections the next message needed.
-const SETTLE_AFTER: Duration = Duration::from_secs(2);
-/// How long an idle render stage sleeps when no commit wakes it.
-const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// After a burst of work (a backlog rendered or delivered): give SQLite's page caches and glibc's
 /// freed arenas back, so the box returns near its idle size instead of keeping its peak. The
@@ -191,22 +180,9 @@ pub async fn render_pass(
     db: &std::path::Path,
     rc: &RenderCtx,
 ) -> Result<usize, StoreError> {
-    render_pass_on(store, db, &mut None, rc).await
-}
-
-/// [`render_pass`] on the stage's read connection, opened when `reader` is `None` (kept open
-/// between passes: opening one reads the schema each time).
-async fn render_pass_on(
-    store: &Store,
-    db: &std::path::Path,
-    reader: &mut Option<Reader>,
-    rc: &RenderCtx,
-) -> Result<usize, StoreError> {
-    let conn = match reader {
-        Some(r) => r,
-        None => reader.insert(Reader::open(db)?),
-    };
-    let batch = outbox::to_render(conn.conn(), RENDER_BATCH)?;
+    let reader = Reader::open(db)?;
+    let batch = outbox::to_render(reader.conn(), RENDER_BATCH)?;
+    drop(reader);
     if batch.is_empty() {
         return Ok(0);
     }
@@ -227,7 +203,7 @@ async fn render_pass_on(
         }
     }
     store
-        .write_derived(move |tx| {
+        .write(move |tx| {
             for (id, r) in &results {
                 outbox::record_render(tx, *id, r)?;
             }
@@ -302,7 +278,6 @@ impl Deliver {
         let mut metadata_at: Option<std::time::Instant> = None;
         let mut probe_failures = 0u32;
         let mut busy = false;
-        let mut last_work = std::time::Instant::now();
         loop {
             if let Some(why) = self.paused() {
                 warn!(reason = %why, "sync paused; fix the cause, then run `pocketgate sync --resume`");
@@ -359,12 +334,10 @@ impl Deliver {
             match self.pass().await {
                 Ok(stats) if stats.requests > 0 => {
                     busy = true;
-                    last_work = std::time::Instant::now();
                     debug!(?stats, "deliver pass");
                     continue;
                 }
-                Ok(_) if busy && last_work.elapsed() >= SETTLE_AFTER => {
-                    busy = false;
+                Ok(_) if std::mem::take(&mut busy) => {
                     let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
                     settle_memory(&self.store, reader).await;
                 }
@@ -383,14 +356,6 @@ impl Deliver {
                 .map(|ms| Duration::from_millis(ms.max(50) as u64))
                 .unwrap_or(Duration::from_secs(30))
                 .min(Duration::from_secs(30));
-            // Still settling: come back when the quiet period ends, even with nothing due.
-            let wait = if busy {
-                wait.min(
-                    SETTLE_AFTER.saturating_sub(last_work.elapsed()) + Duration::from_millis(10),
-                )
-            } else {
-                wait
-            };
             let _ = tokio::time::timeout(wait, changes.changed()).await;
         }
     }
@@ -564,7 +529,7 @@ impl Deliver {
                 stats.rejected += rows.len();
                 warn!(rows = rows.len(), error = %why, "DHIS2 rejected");
                 self.store
-                    .write_derived(move |tx| {
+                    .write(move |tx| {
                         for r in &rows {
                             outbox::mark_rejected(tx, r.id, &why, &response)?;
                             outbox::settle_message(tx, r.message_id)?;
@@ -585,7 +550,7 @@ impl Deliver {
                 info!(rows = rows.len(), reason = %why, retry_in = ?delay, "DHIS2 not reachable or busy; will retry");
                 let ms = delay.as_millis() as i64;
                 self.store
-                    .write_derived(move |tx| {
+                    .write(move |tx| {
                         for r in &rows {
                             outbox::mark_retry(tx, r.id, &why, ms)?;
                         }
@@ -638,7 +603,7 @@ impl Deliver {
         }
         let response = response.to_owned();
         self.store
-            .write_derived(move |tx| {
+            .write(move |tx| {
                 let mut touched: Vec<RecordId> = Vec::new();
                 for (row, result, next) in &plan {
                     match result {

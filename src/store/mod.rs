@@ -5,15 +5,6 @@
 //! with `synchronous=FULL` (the WAL is fsynced at commit). Commits from all connections are
 //! grouped: the writer takes every request waiting in its queue (up to `max_batch`) into one
 //! transaction and one fsync, so eight analyzers cost one disk flush, not eight.
-//!
-//! Writes of derived state — renders, delivery outcomes ([`Store::write_derived`]) — commit with
-//! `synchronous=NORMAL`: WAL order keeps them atomic and consistent, they survive the process
-//! being killed, and the next durable commit (or checkpoint) carries them to the disk. A power
-//! cut can undo the last of them; what that means is the same as a crash just before them: a
-//! message goes back to `stored` and renders again into the same request, a delivered request
-//! goes out again with the same deterministic UIDs and DHIS2 updates the object instead of
-//! adding one. Before this, each render and each delivery mark cost an fsync of its own, and
-//! a device's commit waited behind them (benches/results: ingest under sync).
 //! See docs/decisions.md for why one writer, why FULL, and why dedupe by content hash.
 
 use crate::record::{Observation, RecordId, SourceId};
@@ -222,21 +213,12 @@ type Finish = Box<dyn FnOnce(Option<rusqlite::Error>) + Send>;
 /// A write closure: does its work, says whether to commit, and how to report the outcome.
 type Exec = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> (bool, Finish) + Send>;
 
-/// How a `write` transaction reaches the disk (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// fsynced before the caller hears of the commit (`synchronous=FULL`).
-    Durable,
-    /// Recomputable or safe to repeat: committed without waiting for the disk (`NORMAL`).
-    Derived,
-}
-
 /// Work for the writer thread.
 enum Job {
     /// A received message; commits are grouped.
     Commit(NewMessage, Reply),
     /// Any other write (rendering, sync outcomes), in its own transaction.
-    Exec(Exec, Durability),
+    Exec(Exec),
 }
 
 /// Handle to the single writer thread. Cheap to clone; the thread stops when every handle is dropped.
@@ -301,26 +283,8 @@ impl Store {
     }
 
     /// Run `f` on the writer thread inside one transaction, committed when `f` returns `Ok` and
-    /// rolled back when it returns `Err`; on the disk (fsynced) when this returns.
+    /// rolled back when it returns `Err`.
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
-    {
-        self.write_with(Durability::Durable, f).await
-    }
-
-    /// [`Store::write`] for derived state only (renders, delivery outcomes): committed without
-    /// waiting for the disk. Never for anything a device or a person was told is stored.
-    pub async fn write_derived<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
-    {
-        self.write_with(Durability::Derived, f).await
-    }
-
-    async fn write_with<R, F>(&self, durability: Durability, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
@@ -338,7 +302,7 @@ impl Store {
             (ok, finish)
         });
         self.tx
-            .send(Job::Exec(job, durability))
+            .send(Job::Exec(job))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await
@@ -430,14 +394,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
-    // The writer's hot statements (commit, render, delivery marks) are prepared once and kept
-    // (`prepare_cached`); before, parsing SQL was a third of the writer's time under load.
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
-
-/// Prepared statements kept per connection (rusqlite's default is 16; the writer uses ~30).
-const STATEMENT_CACHE: usize = 48;
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let done: usize = conn
@@ -469,13 +427,13 @@ fn writer_loop(
     changes: &tokio::sync::watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    let mut held: Option<(Exec, Durability)> = None;
+    let mut held: Option<Exec> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Exec(f, durability) => {
-                    held = Some((f, durability));
+                Job::Exec(f) => {
+                    held = Some(f);
                     break;
                 }
                 Job::Commit(msg, reply) => batch.push((msg, reply)),
@@ -512,12 +470,10 @@ fn writer_loop(
         }
         // Only a committed write wakes the stages: a failed one (disk full) changed nothing, and
         // waking them made them retry their own writes at once, hundreds of times a second.
-        if let Some((f, durability)) = held.take() {
-            match run_exec(&mut conn, f, durability) {
-                Some(true) => changes.send_modify(|n| *n += 1),
-                Some(false) => {}
-                None => return,
-            }
+        if let Some(f) = held.take()
+            && run_exec(&mut conn, f)
+        {
+            changes.send_modify(|n| *n += 1);
         }
     }
 }
@@ -536,12 +492,10 @@ fn reclaim_wal(conn: &Connection) {
 /// Run one `Store::write` closure in its own transaction; its caller hears the result only after
 /// the COMMIT (or rollback). A failed BEGIN drops the closure, so the caller sees `WriterGone`-like
 /// failure through its closed reply channel and does the work again later.
-/// Returns whether a transaction was committed; `None` when the writer must stop.
-fn run_exec(conn: &mut Connection, f: Exec, durability: Durability) -> Option<bool> {
+/// Returns whether a transaction was committed.
+fn run_exec(conn: &mut Connection, f: Exec) -> bool {
     let mut failed = false;
     let mut committed = false;
-    let relaxed = durability == Durability::Derived
-        && conn.pragma_update(None, "synchronous", "NORMAL").is_ok();
     match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => {
             let (ok, finish) = f(&tx);
@@ -565,16 +519,10 @@ fn run_exec(conn: &mut Connection, f: Exec, durability: Durability) -> Option<bo
         }
         Err(e) => tracing::error!(error = %e, "store write could not begin"),
     }
-    if relaxed && let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
-        // Every later commit would skip its fsync: no device may be ACKed on this connection.
-        // The writer stops; commits fail with WriterGone (devices get no ACK and resend).
-        tracing::error!(error = %e, "store writer cannot restore synchronous=FULL; stopping");
-        return None;
-    }
     if failed {
         reclaim_wal(conn);
     }
-    Some(committed)
+    committed
 }
 
 /// One transaction for the whole batch, a savepoint per message: a message that cannot be
@@ -635,8 +583,11 @@ fn insert_message(
 ) -> rusqlite::Result<Committed> {
     let hash = msg.content_hash();
     let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM messages WHERE source = ?1 AND content_hash = ?2")?
-        .query_row(params![msg.source.0, &hash[..]], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM messages WHERE source = ?1 AND content_hash = ?2",
+            params![msg.source.0, &hash[..]],
+            |r| r.get(0),
+        )
         .optional()?;
     if let Some(id) = existing {
         return Ok(Committed {
@@ -649,9 +600,10 @@ fn insert_message(
     } else {
         (RecordStatus::Invalid, Some(msg.parse_errors.join("\n")))
     };
-    conn.prepare_cached("INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, parse_errors, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
-        .execute(params![
+    conn.execute(
+        "INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, parse_errors, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
             msg.source.0,
             msg.protocol.as_str(),
             received_at,
@@ -660,7 +612,8 @@ fn insert_message(
             msg.text,
             errors,
             status.as_str()
-        ])?;
+        ],
+    )?;
     let id = conn.last_insert_rowid();
     let mut stmt = conn.prepare_cached(
         "INSERT INTO observations (message_id, seq, sample_id, patient_id, test_code, body)
@@ -724,7 +677,6 @@ impl Reader {
             source,
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Reader { conn })
     }
 
@@ -783,10 +735,11 @@ impl Reader {
 
     /// Number of stored messages (all statuses), from the trigger-kept counts.
     pub fn count(&self) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT coalesce(sum(n), 0) FROM message_status_counts")?
-            .query_row([], |r| r.get::<_, i64>(0))? as usize)
+        Ok(self.conn.query_row(
+            "SELECT coalesce(sum(n), 0) FROM message_status_counts",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as usize)
     }
 
     /// The stored text of every message from `source`, oldest first (tests and exports).
@@ -909,39 +862,6 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert!(b.duplicate);
         assert_eq!(Reader::open(&path).unwrap().count().unwrap(), 1);
-    }
-
-    /// Derived writes skip the fsync; every commit after them (a device's message, a person's
-    /// change) is fsynced again, and what the derived write did is there.
-    #[tokio::test]
-    async fn derived_writes_relax_the_fsync_only_for_themselves() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pg.db");
-        let store = Store::open(&path, WriterSettings::default()).unwrap();
-        let sync = |tx: &rusqlite::Transaction<'_>| {
-            tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
-        };
-        assert_eq!(store.write(sync).await.unwrap(), 2, "FULL");
-        let during = store
-            .write_derived(move |tx| {
-                outbox::set_state(tx, "probe", Some("derived"))?;
-                sync(tx)
-            })
-            .await
-            .unwrap();
-        assert_eq!(during, 1, "NORMAL inside the derived write");
-        assert_eq!(store.write(sync).await.unwrap(), 2, "FULL again after it");
-        let m = store
-            .commit(msg("H|\\^&\rR|1|^^^X|1\rL|1|N\r"))
-            .await
-            .unwrap();
-        assert!(!m.duplicate);
-        let r = Reader::open(&path).unwrap();
-        assert_eq!(
-            outbox::get_state(r.conn(), "probe").unwrap().as_deref(),
-            Some("derived")
-        );
-        assert_eq!(r.count().unwrap(), 1);
     }
 
     #[tokio::test]

@@ -394,8 +394,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
+    // The writer's hot statements (commit, render, delivery marks) are prepared once and kept
+    // (`prepare_cached`); before, parsing SQL was a third of the writer's time under load.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// Prepared statements kept per connection (rusqlite's default is 16; the writer uses ~30).
+const STATEMENT_CACHE: usize = 48;
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let done: usize = conn
@@ -583,11 +589,8 @@ fn insert_message(
 ) -> rusqlite::Result<Committed> {
     let hash = msg.content_hash();
     let existing: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM messages WHERE source = ?1 AND content_hash = ?2",
-            params![msg.source.0, &hash[..]],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM messages WHERE source = ?1 AND content_hash = ?2")?
+        .query_row(params![msg.source.0, &hash[..]], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
         return Ok(Committed {
@@ -600,10 +603,9 @@ fn insert_message(
     } else {
         (RecordStatus::Invalid, Some(msg.parse_errors.join("\n")))
     };
-    conn.execute(
-        "INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, parse_errors, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    conn.prepare_cached("INSERT INTO messages (source, protocol, received_at, content_hash, wire, text, parse_errors, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+        .execute(params![
             msg.source.0,
             msg.protocol.as_str(),
             received_at,
@@ -612,8 +614,7 @@ fn insert_message(
             msg.text,
             errors,
             status.as_str()
-        ],
-    )?;
+        ])?;
     let id = conn.last_insert_rowid();
     let mut stmt = conn.prepare_cached(
         "INSERT INTO observations (message_id, seq, sample_id, patient_id, test_code, body)
@@ -677,6 +678,7 @@ impl Reader {
             source,
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Reader { conn })
     }
 
@@ -735,11 +737,10 @@ impl Reader {
 
     /// Number of stored messages (all statuses), from the trigger-kept counts.
     pub fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT coalesce(sum(n), 0) FROM message_status_counts",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as usize)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT coalesce(sum(n), 0) FROM message_status_counts")?
+            .query_row([], |r| r.get::<_, i64>(0))? as usize)
     }
 
     /// The stored text of every message from `source`, oldest first (tests and exports).

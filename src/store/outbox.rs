@@ -106,18 +106,15 @@ fn observations(conn: &Connection, id: RecordId) -> rusqlite::Result<Vec<Observa
 /// Observations of one message (for chain steps and `pocketgate rerender`).
 pub fn message(conn: &Connection, id: RecordId) -> rusqlite::Result<Option<ToRender>> {
     let head = conn
-        .query_row(
-            "SELECT id, source, received_at FROM messages WHERE id = ?1",
-            [id.0],
-            |r| {
-                Ok(ToRender {
-                    id: RecordId(r.get(0)?),
-                    source: r.get(1)?,
-                    received_at: r.get(2)?,
-                    observations: Vec::new(),
-                })
-            },
-        )
+        .prepare_cached("SELECT id, source, received_at FROM messages WHERE id = ?1")?
+        .query_row([id.0], |r| {
+            Ok(ToRender {
+                id: RecordId(r.get(0)?),
+                source: r.get(1)?,
+                received_at: r.get(2)?,
+                observations: Vec::new(),
+            })
+        })
         .optional()?;
     let Some(mut m) = head else { return Ok(None) };
     m.observations = observations(conn, m.id)?;
@@ -136,27 +133,25 @@ pub fn record_render(conn: &Connection, id: RecordId, rendered: &Rendered) -> ru
         Rendered::Unmatched => (RecordStatus::Unmatched, None),
         Rendered::Failed(e) => (RecordStatus::RenderFailed, Some(e.as_str())),
     };
-    conn.execute(
-        "UPDATE messages SET status = ?2, error = ?3 WHERE id = ?1",
-        params![id.0, status.as_str(), error],
-    )?;
+    conn.prepare_cached("UPDATE messages SET status = ?2, error = ?3 WHERE id = ?1")?
+        .execute(params![id.0, status.as_str(), error])?;
     Ok(())
 }
 
 pub fn insert_request(conn: &Connection, id: RecordId, r: &NewRequest) -> rusqlite::Result<i64> {
     let body = serde_json::to_string(&r.request).map_err(json_err)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO outbox (message_id, tempr, tempr_version, step, endpoint, request, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-        params![
-            id.0,
-            r.tempr,
-            r.tempr_version,
-            r.step,
-            endpoint_str(r.request.endpoint),
-            body
-        ],
-    )?;
+    )?
+    .execute(params![
+        id.0,
+        r.tempr,
+        r.tempr_version,
+        r.step,
+        endpoint_str(r.request.endpoint),
+        body
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -205,21 +200,20 @@ pub fn due(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<OutboxRow>> 
 /// Milliseconds until the head of the queue is due (None: nothing pending).
 pub fn next_due_in_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let next: Option<i64> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT next_attempt_ms FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        )?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok(next.map(|t| (t - now_ms()).max(0)))
 }
 
 pub fn mark_delivered(conn: &Connection, row: i64, response: &str) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE outbox SET status = 'delivered', response = ?2, last_error = NULL,
                 delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
-        params![row, response],
-    )?;
+    )?
+    .execute(params![row, response])?;
     Ok(())
 }
 
@@ -229,43 +223,39 @@ pub fn mark_rejected(
     error: &str,
     response: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE outbox SET status = 'rejected', last_error = ?2, response = ?3 WHERE id = ?1",
-        params![row, error, response],
-    )?;
+    )?
+    .execute(params![row, error, response])?;
     Ok(())
 }
 
 pub fn mark_retry(conn: &Connection, row: i64, error: &str, delay_ms: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
-        params![row, error, now_ms() + delay_ms],
-    )?;
+    conn.prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1")?
+        .execute(params![row, error, now_ms() + delay_ms])?;
     Ok(())
 }
 
 /// Recompute a message's status from its outbox rows: all delivered → delivered; any rejected →
 /// rejected (with the first error); otherwise it stays rendered.
 pub fn settle_message(conn: &Connection, id: RecordId) -> rusqlite::Result<()> {
-    let (pending, rejected, delivered): (i64, i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(status = 'pending'), 0), coalesce(sum(status = 'rejected'), 0),
+    let (pending, rejected, delivered): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(status = 'pending'), 0), coalesce(sum(status = 'rejected'), 0),
                 coalesce(sum(status = 'delivered'), 0)
          FROM outbox WHERE message_id = ?1",
-        [id.0],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+        )?
+        .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     if rejected > 0 {
-        conn.execute(
-            "UPDATE messages SET status = 'rejected',
+        conn.prepare_cached("UPDATE messages SET status = 'rejected',
                 error = (SELECT last_error FROM outbox WHERE message_id = ?1 AND status = 'rejected' ORDER BY id LIMIT 1)
-             WHERE id = ?1",
-            [id.0],
-        )?;
+             WHERE id = ?1")?
+        .execute([id.0])?;
     } else if pending == 0 && delivered > 0 {
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE messages SET status = 'delivered', error = NULL WHERE id = ?1",
-            [id.0],
-        )?;
+        )?
+        .execute([id.0])?;
     }
     Ok(())
 }
@@ -288,33 +278,31 @@ pub fn rerender(conn: &Connection, status: Option<RecordStatus>) -> rusqlite::Re
 /// Put these messages back to `received` (see [`rerender`]); the web page's "re-render" button.
 pub fn rerender_ids(conn: &Connection, ids: &[i64]) -> rusqlite::Result<usize> {
     for id in ids {
-        conn.execute(
-            "UPDATE outbox SET status = 'superseded' WHERE message_id = ?1 AND status IN ('pending', 'rejected')",
-            [id],
-        )?;
-        conn.execute(
-            "UPDATE messages SET status = 'received', error = NULL WHERE id = ?1",
-            [id],
-        )?;
+        conn.prepare_cached("UPDATE outbox SET status = 'superseded' WHERE message_id = ?1 AND status IN ('pending', 'rejected')")?
+        .execute([id])?;
+        conn.prepare_cached("UPDATE messages SET status = 'received', error = NULL WHERE id = ?1")?
+            .execute([id])?;
     }
     Ok(ids.len())
 }
 
 pub fn get_state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
+    conn.prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()
 }
 
 pub fn set_state(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite::Result<()> {
     match value {
-        Some(v) => conn.execute(
-            "INSERT INTO sync_state (key, value) VALUES (?1, ?2)
+        Some(v) => conn
+            .prepare_cached(
+                "INSERT INTO sync_state (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, v],
-        )?,
-        None => conn.execute("DELETE FROM sync_state WHERE key = ?1", [key])?,
+            )?
+            .execute(params![key, v])?,
+        None => conn
+            .prepare_cached("DELETE FROM sync_state WHERE key = ?1")?
+            .execute([key])?,
     };
     Ok(())
 }

@@ -12,7 +12,8 @@
 //! `TORTURE_ROUNDS` (default 12: the CI smoke) sets the number of kills, `TORTURE_MESSAGES` the
 //! results per analyzer (default 25), `TORTURE_SEED` the random seed, `TORTURE_REPORT` a file the
 //! figures are written to (Markdown), `TORTURE_HOSTILE_SECONDS` the length of the hostile-device
-//! attack (default 10), `TORTURE_SOAK_SECONDS` the soak (default 15).
+//! attack (default 10), `TORTURE_SOAK_SECONDS` the soak (default 15), `TORTURE_PARTS` the parts
+//! to run (comma-separated, default all: crash, diskfull, hostile, dhis2, soak).
 
 #[allow(dead_code)]
 #[path = "../it/support.rs"]
@@ -58,6 +59,9 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
+/// The parts of the run, in the order they run; `TORTURE_PARTS` (comma-separated) picks some.
+const PARTS: [&str; 5] = ["crash", "diskfull", "hostile", "dhis2", "soak"];
+
 fn main() -> ExitCode {
     let settings = crash::Settings {
         rounds: env_number("TORTURE_ROUNDS", 12) as usize,
@@ -68,24 +72,45 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = runtime.block_on(crash::run(&settings));
-    let full = runtime.block_on(diskfull::run());
-    let hostile = runtime.block_on(hostile::run(env_number("TORTURE_HOSTILE_SECONDS", 10)));
-    let faults = runtime.block_on(dhis2::run());
-    let soak = runtime.block_on(soak::run(env_number("TORTURE_SOAK_SECONDS", 15)));
-    let text = format!(
-        "{}\n{}\n{}\n{}\n{}",
-        report.markdown(&settings),
-        full.markdown(),
-        hostile.markdown(),
-        faults.markdown(),
-        soak.markdown()
-    );
+    let parts = std::env::var("TORTURE_PARTS").unwrap_or_else(|_| PARTS.join(","));
+    let mut text = Vec::new();
+    let mut passed = true;
+    for part in parts.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (ok, figures) = match part {
+            "crash" => {
+                let r = runtime.block_on(crash::run(&settings));
+                (r.passed(), r.markdown(&settings))
+            }
+            "diskfull" => {
+                let r = runtime.block_on(diskfull::run());
+                (r.passed(), r.markdown())
+            }
+            "hostile" => {
+                let r = runtime.block_on(hostile::run(env_number("TORTURE_HOSTILE_SECONDS", 10)));
+                (r.passed(), r.markdown())
+            }
+            "dhis2" => {
+                let r = runtime.block_on(dhis2::run());
+                (r.passed(), r.markdown())
+            }
+            "soak" => {
+                let r = runtime.block_on(soak::run(env_number("TORTURE_SOAK_SECONDS", 15)));
+                (r.passed(), r.markdown())
+            }
+            other => panic!(
+                "TORTURE_PARTS: unknown part {other:?} (known: {})",
+                PARTS.join(", ")
+            ),
+        };
+        passed &= ok;
+        text.push(figures);
+    }
+    let text = text.join("\n");
     println!("{text}");
     if let Ok(path) = std::env::var("TORTURE_REPORT") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
-    if report.passed() && full.passed() && hostile.passed() && faults.passed() && soak.passed() {
+    if passed {
         ExitCode::SUCCESS
     } else {
         eprintln!("torture: FAILED (see the figures above)");

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{ConfigErrors, Encoding, Protocol, Transport, parse, parse_with};
+use crate::record::Comparator;
 
 const MINIMAL: &str = "[gateway]\ndata_dir = \"/d\"\n";
 
@@ -396,5 +397,123 @@ fn the_example_config_uses_a_profile() {
     assert!(
         config.sources.iter().any(|s| !s.tests.is_empty()),
         "config/pocketgate.toml shows a source with a profile"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Viral-load profiles (issue 19): a message shaped like each platform's capture, decoded as a
+// source with the profile decodes it (protocol and encoding from the merged config, then the
+// source's test table). The shapes are those of the production captures kept in
+// deforay/vlsm-interfacing src/app/testing/fixtures/captured/ (each profile's notes name its
+// file); sample ids are made up.
+
+/// The observations of `text` (records or segments one a line) as decoded by a source with the
+/// built-in profile `name`, and that source's test table.
+fn through_profile(name: &str, text: &str) -> (Vec<Observation>, TestTable) {
+    let config = parse(&one_source(&format!(
+        "profile = \"{name}\"\n{}",
+        site_keys(name)
+    )))
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let source = &config.sources[0];
+    let bytes = text.replace('\n', "\r");
+    let (mut observations, errors) = match &source.protocol {
+        Protocol::Astm(a) => {
+            let d = crate::protocol::astm::decode::decode_message(bytes.as_bytes(), a.encoding);
+            (d.observations, format!("{:?}", d.errors))
+        }
+        Protocol::Hl7(h) => {
+            let d = crate::protocol::hl7::decode::decode_message(bytes.as_bytes(), h.encoding);
+            (d.observations, format!("{:?}", d.errors))
+        }
+        other => panic!("{name}: a {} profile", other.name()),
+    };
+    assert_eq!(errors, "[]", "{name}");
+    source.tests.enrich(&mut observations);
+    (observations, source.tests.clone())
+}
+
+/// The observations with `code` (and, where given, OBX-4 sub-ID), in message order.
+fn coded<'a>(obs: &'a [Observation], code: &str, sub_id: Option<&str>) -> Vec<&'a Observation> {
+    let found: Vec<&Observation> = obs
+        .iter()
+        .filter(|o| o.test_code == code)
+        .filter(|o| sub_id.is_none_or(|s| o.extra.get("sub_id").map(String::as_str) == Some(s)))
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no {code} {sub_id:?} in {:?}",
+        obs.iter().map(|o| &o.test_code).collect::<Vec<_>>()
+    );
+    found
+}
+
+/// (value, unit, comparator) of an observation's quantity.
+fn reads(o: &Observation) -> (Option<&str>, Option<&str>, Option<Comparator>) {
+    let q = o
+        .quantity
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: no quantity from {:?}", o.test_code, o.value));
+    (q.value.as_deref(), q.unit.as_deref(), q.comparator)
+}
+
+#[test]
+fn genexpert_site_hiv_codes_get_names_and_loinc() {
+    const H: &str = "H|@^\\|GXM-00000000001||LAB - 806911^GeneXpert^6.2|||||LAB||P|1394-97|20260307161412\nP|1\n";
+    const TAIL: &str = "||F||OPERATOR|20260129114918|20260129115359|Cepheid-1F21001^806911^630912^1113243530^72203^20260825|";
+    let vl = format!(
+        "{H}O|1|VL-GX-01||^^^HIV-1_VL 2 2|R|20260129114918|||||||||ORH||||||||||F\n\
+         R|1|^^^HIV-1_VL 2 2^Xpert_HIV-1 Viral Load^2^^|^1234.56|copies/mL|40.00 to 10000000.00|N{TAIL}\n\
+         R|2|^^^HIV-1_VL 2 2^Xpert_HIV-1 Viral Load^2^^LOG|^3.09|copies/mL|1.60 to 7.00|N{TAIL}\n\
+         R|3|^^^HIV-1_VL 2 2^^^HIV-1^|POS^|||\nR|4|^^^HIV-1_VL 2 2^^^IQS-H^|PASS^|||\nL|1|N\n"
+    );
+    let (obs, tests) = through_profile("genexpert-astm", &vl);
+    let main = coded(&obs, "HIV-1_VL 2 2", None)[0];
+    assert_eq!(reads(main), (Some("1234.56"), Some("copies/mL"), None));
+    assert_eq!(
+        main.quantity.as_ref().and_then(|q| q.log10.as_deref()),
+        Some("3.09")
+    );
+    assert_eq!(main.extra.get("loinc").map(String::as_str), Some("20447-9"));
+    assert_eq!(
+        main.test_name.as_deref(),
+        Some("Xpert_HIV-1 Viral Load"),
+        "the device's own name stays"
+    );
+    assert_eq!(
+        coded(&obs, "HIV-1_VL 2 2/IQS-H", None)[0]
+            .test_name
+            .as_deref(),
+        Some("Internal quantitation standard, high")
+    );
+    assert!(tests.get("HIV-1_VL 2 2:LOG").is_some());
+
+    let qual = format!(
+        "{H}O|1|EID-GX-01||^^^HIV-1_QUAL 2|R|20260129114918|||||||||ORH||||||||||F\n\
+         R|1|^HIV-1_QUAL 2^^^Xpert_HIV-1 Qual^2^HIV-1^|DETECTED^|||{TAIL}\n\
+         R|2|^^^HIV-1_QUAL 2^^^SPC^|PASS^|||\nR|3|^^^HIV-1_QUAL 2^^^HIV-1^|POS^|||\nL|1|N\n"
+    );
+    let (obs, _) = through_profile("genexpert-astm", &qual);
+    let calls = coded(&obs, "HIV-1_QUAL 2/HIV-1", None);
+    let got: Vec<(Option<&str>, Option<&str>)> = calls
+        .iter()
+        .map(|o| (o.value.as_deref(), o.test_name.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("DETECTED"), Some("Xpert_HIV-1 Qual")),
+            (Some("POS"), Some("HIV-1 qualitative call")),
+        ]
+    );
+    assert!(
+        calls.iter().all(|o| o.quantity.is_none()),
+        "a call is no quantity"
+    );
+    assert_eq!(
+        coded(&obs, "HIV-1_QUAL 2/SPC", None)[0]
+            .test_name
+            .as_deref(),
+        Some("Sample processing control")
     );
 }

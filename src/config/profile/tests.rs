@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{ConfigErrors, Encoding, Protocol, Transport, parse, parse_with};
-use crate::record::Comparator;
+use crate::record::{Comparator, Detection};
 
 const MINIMAL: &str = "[gateway]\ndata_dir = \"/d\"\n";
 
@@ -455,6 +455,80 @@ fn reads(o: &Observation) -> (Option<&str>, Option<&str>, Option<Comparator>) {
         .as_ref()
         .unwrap_or_else(|| panic!("{}: no quantity from {:?}", o.test_code, o.value));
     (q.value.as_deref(), q.unit.as_deref(), q.comparator)
+}
+
+fn detection(o: &Observation) -> Option<Detection> {
+    o.quantity.as_ref().and_then(|q| q.detection)
+}
+
+#[test]
+fn cobas_6800_viral_load_through_its_profile() {
+    const TAIL: &str = "|||F|||||Lyneldra||C6800/8800^Roche^^~Unknown^Roche^^~ID_000000000000000001^IM300-000001^^|20260308121433";
+    // One sample's message; each OBX is given up to OBX-8 (the flag).
+    let message = |id: &str, sample: &str, obx: [&str; 4]| {
+        let obx: Vec<String> = obx.iter().map(|o| format!("OBX|{o}{TAIL}")).collect();
+        format!(
+            "MSH|^~\\&|COBAS6800/8800||LIS||20260308152752||OUL^R22|{id}|P|2.5||||||ASCII\n\
+             SPM||{sample}||PLAS^plasma^HL70487|||||||P\nSAC|||||||||||||||||||||500|||uL^^UCUM\n\
+             OBR|1|||70241-5^HIV^LN|||||||A\n{}\nTCD|70241-5^HIV^LN|^1^:^0\n",
+            obx.join("\n")
+        )
+    };
+    const CT: &str = "2|NA|HIV^HIV^99ROC^S_OTHER^Other Supplemental^IHELAW||36.51^^37.15|||";
+
+    // 194 with 10*0.{Copies}/mL: 194 copies/mL.
+    let (obs, tests) = through_profile(
+        "cobas-6800-8800",
+        &message(
+            "MSG-6800-02",
+            "VL-6800-01",
+            [
+                "1|NM|HIV^HIV^99ROC||194|10*0.{Copies}/mL^^UCUM||",
+                CT,
+                "3|ST|70241-5^HIV^LN|1/1|ValueNotSet|||RR",
+                "4|ST|70241-5^HIV^LN|1/2|Titer|||\"\"",
+            ],
+        ),
+    );
+    assert!(tests.get("HIV").is_some() && tests.get("70241-5").is_some());
+    let hiv = coded(&obs, "HIV", None);
+    assert_eq!(hiv.len(), 2, "the result and its Ct line");
+    assert_eq!(reads(hiv[0]), (Some("194"), Some("10*0.{Copies}/mL"), None));
+    assert_eq!(hiv[0].sample_id.as_deref(), Some("VL-6800-01"));
+    assert_eq!(
+        hiv[0].test_name.as_deref(),
+        Some("HIV"),
+        "the message's own"
+    );
+    assert_eq!(hiv[0].extra.get("loinc"), None, "the table gives HIV none");
+    let text = coded(&obs, "70241-5", Some("1/2"));
+    assert_eq!(text[0].value.as_deref(), Some("Titer"));
+    assert_eq!(
+        text[0].extra.get("loinc").map(String::as_str),
+        Some("70241-5"),
+        "the analyzer's own LOINC"
+    );
+
+    // Target Not Detected: ValueNotSet with ND in OBX-8, and the text in 70241-5 1/2.
+    let (obs, _) = through_profile(
+        "cobas-6800-8800",
+        &message(
+            "MSG-6800-04",
+            "VL-6800-02",
+            [
+                "1|ST|HIV^HIV^99ROC||ValueNotSet|||ND",
+                CT,
+                "3|ST|70241-5^HIV^LN|1/1|ValueNotSet|||NR",
+                "4|ST|70241-5^HIV^LN|1/2|Target Not Detected|||\"\"",
+            ],
+        ),
+    );
+    let hiv = coded(&obs, "HIV", None);
+    assert_eq!(hiv[0].value.as_deref(), Some("ND"), "the call in OBX-8");
+    assert_eq!(hiv[0].flags, ["ND"]);
+    let text = coded(&obs, "70241-5", Some("1/2"));
+    assert_eq!(reads(text[0]), (None, None, None));
+    assert_eq!(detection(text[0]), Some(Detection::NotDetected));
 }
 
 #[test]

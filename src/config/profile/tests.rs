@@ -532,6 +532,39 @@ fn cobas_6800_viral_load_through_its_profile() {
 }
 
 #[test]
+fn cobas_4800_run_message_through_its_profile() {
+    let group = |n: usize, sample: &str, value: &str| {
+        let unit = if value.ends_with("cp/mL") {
+            "1/mL^^UCUM"
+        } else {
+            ""
+        };
+        format!(
+            "SPM|{n}|{sample}&ROCHE||\"\"|||||||Q^^HL70369\nSAC|||{sample}\n\
+             OBR||\"\"||0BHIV1^0BHIV1^99ROC||20260612162143\nORC|SC||||CM\n\
+             OBX|1|DR|RunTimeRange^Run Execution Time Range^99ROC^S_OTHER^Other_Supplemental^IHELAW|1.0|20260612163740^20260612194324|||\"\"|||F|||||Laboperator01||C4800^Roche~56450_00001^Roche|20260612194324\n\
+             OBX|2|ST|0BHIV1^0BHIV1^99ROC|1.1|{value}|{unit}||Full^^99ROC|||F|||||Laboperator01||C4800^Roche~56450_00001^Roche|20260612194324\n\
+             NTE|1||F;NONE\nNTE|2||Ct:0 (MMx 1),26.71\n"
+        )
+    };
+    let run = format!(
+        "MSH|^~\\&|cobas 4800 software 2.3.0.1905^56450_00001^M|LAB|LIS|LIS Facility|20260613145247+0100||OUL^R22^OUL_R22|MSG-4800-RUN|P|2.5.1|||ER|AL||UNICODE UTF-8|||LAB-29^IHE\n{}{}{}",
+        group(1, "VL-4800-01", "3.26E+05 cp/mL"),
+        group(2, "VL-4800-02", "6.73E+01 cp/mL"),
+        group(3, "VL-4800-03", "Target Not Detected"),
+    );
+    let (obs, tests) = through_profile("cobas-4800", &run);
+    assert!(tests.get("0BHIV1").is_some() && tests.get("RunTimeRange").is_some());
+    let vl = coded(&obs, "0BHIV1", Some("1.1"));
+    assert_eq!(vl.len(), 3, "one result per SPM group");
+    assert_eq!(reads(vl[0]), (Some("326000"), Some("1/mL"), None));
+    assert_eq!(reads(vl[1]), (Some("67.3"), Some("1/mL"), None));
+    assert_eq!(detection(vl[2]), Some(Detection::NotDetected));
+    assert_eq!(reads(vl[2]), (None, None, None));
+    assert_eq!(coded(&obs, "RunTimeRange", Some("1.0")).len(), 3);
+}
+
+#[test]
 fn genexpert_site_hiv_codes_get_names_and_loinc() {
     const H: &str = "H|@^\\|GXM-00000000001||LAB - 806911^GeneXpert^6.2|||||LAB||P|1394-97|20260307161412\nP|1\n";
     const TAIL: &str = "||F||OPERATOR|20260129114918|20260129115359|Cepheid-1F21001^806911^630912^1113243530^72203^20260825|";

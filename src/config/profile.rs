@@ -56,6 +56,7 @@ pub const BUILTIN: &[(&str, &str)] = builtin![
     "genexpert-astm",
     "genexpert-export",
     "genexpert-hl7",
+    "m2000",
     "mindray-bc5380",
     "nova-statstrip-poct1",
     "pentra-xlr",

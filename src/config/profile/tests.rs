@@ -564,6 +564,56 @@ fn cobas_4800_run_message_through_its_profile() {
     assert_eq!(coded(&obs, "RunTimeRange", Some("1.0")).len(), 3);
 }
 
+/// Abbott m2000 (ASTM): one H P O R R R L message of a run.
+fn m2000_message(sample: &str, result: &str, interpretation: &str, cycle: &str) -> String {
+    const TEST: &str = "^^^HIV0.6ml^HIV0.6ml^395139^10004558^^";
+    const TAIL: &str = "||||F||admin^Administrator||20260112122150|275000001";
+    format!(
+        "H|\\^&|||m2000^8.1.9.0^275000001^H1P1O1R1C1L1|||||||P|1|20260112122248\nP|1\n\
+         O|1|{sample}|{sample}^HIV120126A^A5|^^^HIV0.6ml^HIV0.6ml|||||||||||||||||||||F\n\
+         R|1|{TEST}F|{result}|Copies / mL{TAIL}\nR|2|{TEST}I|{interpretation}|{TAIL}\n\
+         R|3|{TEST}P|{cycle}|cycle number{TAIL}\nL|1\n"
+    )
+}
+
+#[test]
+fn m2000_hiv_results_through_its_profile() {
+    let run = |result: &str, interpretation: &str| {
+        through_profile(
+            "m2000",
+            &m2000_message("VL-M2000-01", result, interpretation, "28.93"),
+        )
+    };
+    let (obs, tests) = run("86321", "Detected");
+    assert!(tests.get("HIV0.6ml").is_some());
+    let hiv = coded(&obs, "HIV0.6ml", None);
+    assert_eq!(hiv.len(), 3, "result, interpretation, cycle number");
+    assert_eq!(reads(hiv[0]), (Some("86321"), Some("Copies / mL"), None));
+    for o in &hiv {
+        assert_eq!(
+            o.test_name.as_deref(),
+            Some("Abbott RealTime HIV-1 (0.6 mL protocol)"),
+            "named by the profile"
+        );
+        assert_eq!(o.extra.get("loinc"), None);
+    }
+    assert_eq!(
+        hiv[1].unit, None,
+        "the table gives the interpretation no unit"
+    );
+
+    let (obs, _) = run("< 40", "Detected");
+    assert_eq!(
+        reads(coded(&obs, "HIV0.6ml", None)[0]),
+        (Some("40"), Some("Copies / mL"), Some(Comparator::Lt))
+    );
+
+    let (obs, _) = run("Not detected", "Target not detected");
+    let hiv = coded(&obs, "HIV0.6ml", None);
+    assert_eq!(reads(hiv[0]), (None, Some("Copies / mL"), None));
+    assert_eq!(detection(hiv[0]), Some(Detection::NotDetected));
+}
+
 #[test]
 fn genexpert_site_hiv_codes_get_names_and_loinc() {
     const H: &str = "H|@^\\|GXM-00000000001||LAB - 806911^GeneXpert^6.2|||||LAB||P|1394-97|20260307161412\nP|1\n";

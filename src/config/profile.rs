@@ -46,6 +46,7 @@ macro_rules! builtin {
 /// (a unit test checks that this list and the folder hold the same files).
 pub const BUILTIN: &[(&str, &str)] = builtin![
     "afinion-2",
+    "alinity-m",
     "cobas-4800",
     "cobas-6800-8800",
     "cobas-c111",

@@ -614,6 +614,59 @@ fn m2000_hiv_results_through_its_profile() {
     assert_eq!(detection(hiv[0]), Some(Detection::NotDetected));
 }
 
+/// Abbott Alinity m (HL7): one sample's message, the unit in OBX-6.2 as the analyzer sends it.
+fn alinity_message(sample: &str, result: &str, unit: &str, log: &str) -> String {
+    const TAIL: &str =
+        "||\"\"|||F|||||Pat~operator||Alinity m^Abbott~M00001^Abbott|20260112142906||||||||||RSLT";
+    const SUPPLEMENTAL: &str = "^S_OTHER^Other Supplemental^IHELAW";
+    format!(
+        "MSH|^~\\&|||||20260112150335+0100||OUL^R22^OUL_R22|MSG-ALM-{sample}|P|2.5.1|||NE|AL||UNICODE UTF-8|||LAB-29^IHE\n\
+         SPM|1|||PLAS^Plasma^HL70487|||||||P^Patient^HL70369\n\
+         SAC|||{sample}|||||||A000001|7||||2^Position^99ABT\nOBR||\"\"||1006^HIV-1^99ABT\nORC|SC||||CM\n\
+         OBX|1|ST|1006^HIV-1^99ABT||{result}|{unit}{TAIL}\n\
+         INV|1006^^99ABT|NA^Not applicable^HL70383|CA^Calibration^99ABT||||||||||20251202144858|||399444\n\
+         OBX|2|ST|1006.I^HIV-1^99ABT||Detected|{TAIL}\n\
+         OBX|3|NM|1006.R^HIV-1^99ABT{SUPPLEMENTAL}|HIV-1|18.62|^CN{TAIL}\n\
+         OBX|4|ST|1006.S^HIV-1^99ABT{SUPPLEMENTAL}|0|{log}|^Log (Copies/mL){TAIL}\n"
+    )
+}
+
+#[test]
+fn alinity_m_result_gets_its_unit_from_the_profile() {
+    let (obs, tests) = through_profile(
+        "alinity-m",
+        &alinity_message("VL-ALM-01", "161,152", "^Copies/mL", "5.21"),
+    );
+    assert!(tests.get("1006").is_some() && tests.get("1006.S").is_some());
+    let vl = coded(&obs, "1006", None)[0];
+    assert_eq!(vl.sample_id.as_deref(), Some("VL-ALM-01"), "SAC-3");
+    assert_eq!(
+        vl.quantity.as_ref().and_then(|q| q.value.as_deref()),
+        Some("161152")
+    );
+    assert_eq!(vl.unit.as_deref(), Some("Copies/mL"), "from the profile");
+    assert_eq!(vl.quantity.as_ref().and_then(|q| q.comparator), None);
+    assert_eq!(
+        coded(&obs, "1006.S", Some("0"))[0].unit.as_deref(),
+        Some("Log (Copies/mL)")
+    );
+
+    let (obs, _) = through_profile(
+        "alinity-m",
+        &alinity_message("VL-ALM-02", "< 20", "^Copies/mL", "< 1.30"),
+    );
+    let vl = coded(&obs, "1006", None)[0];
+    let q = vl.quantity.as_ref();
+    assert_eq!(
+        (
+            q.and_then(|q| q.value.as_deref()),
+            q.and_then(|q| q.comparator)
+        ),
+        (Some("20"), Some(Comparator::Lt))
+    );
+    assert_eq!(vl.unit.as_deref(), Some("Copies/mL"));
+}
+
 #[test]
 fn genexpert_site_hiv_codes_get_names_and_loinc() {
     const H: &str = "H|@^\\|GXM-00000000001||LAB - 806911^GeneXpert^6.2|||||LAB||P|1394-97|20260307161412\nP|1\n";

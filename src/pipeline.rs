@@ -203,7 +203,7 @@ pub async fn render_pass(
         }
     }
     store
-        .write(move |tx| {
+        .write_derived(move |tx| {
             for (id, r) in &results {
                 outbox::record_render(tx, *id, r)?;
             }
@@ -529,7 +529,7 @@ impl Deliver {
                 stats.rejected += rows.len();
                 warn!(rows = rows.len(), error = %why, "DHIS2 rejected");
                 self.store
-                    .write(move |tx| {
+                    .write_derived(move |tx| {
                         for r in &rows {
                             outbox::mark_rejected(tx, r.id, &why, &response)?;
                             outbox::settle_message(tx, r.message_id)?;
@@ -550,7 +550,7 @@ impl Deliver {
                 info!(rows = rows.len(), reason = %why, retry_in = ?delay, "DHIS2 not reachable or busy; will retry");
                 let ms = delay.as_millis() as i64;
                 self.store
-                    .write(move |tx| {
+                    .write_derived(move |tx| {
                         for r in &rows {
                             outbox::mark_retry(tx, r.id, &why, ms)?;
                         }
@@ -603,7 +603,7 @@ impl Deliver {
         }
         let response = response.to_owned();
         self.store
-            .write(move |tx| {
+            .write_derived(move |tx| {
                 let mut touched: Vec<RecordId> = Vec::new();
                 for (row, result, next) in &plan {
                     match result {

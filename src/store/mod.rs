@@ -5,6 +5,15 @@
 //! with `synchronous=FULL` (the WAL is fsynced at commit). Commits from all connections are
 //! grouped: the writer takes every request waiting in its queue (up to `max_batch`) into one
 //! transaction and one fsync, so eight analyzers cost one disk flush, not eight.
+//!
+//! Writes of derived state — renders, delivery outcomes ([`Store::write_derived`]) — commit with
+//! `synchronous=NORMAL`: WAL order keeps them atomic and consistent, they survive the process
+//! being killed, and the next durable commit (or checkpoint) carries them to the disk. A power
+//! cut can undo the last of them; what that means is the same as a crash just before them: a
+//! message goes back to `stored` and renders again into the same request, a delivered request
+//! goes out again with the same deterministic UIDs and DHIS2 updates the object instead of
+//! adding one. Before this, each render and each delivery mark cost an fsync of its own, and
+//! a device's commit waited behind them (benches/results: ingest under sync).
 //! See docs/decisions.md for why one writer, why FULL, and why dedupe by content hash.
 
 use crate::record::{Observation, RecordId, SourceId};
@@ -213,12 +222,21 @@ type Finish = Box<dyn FnOnce(Option<rusqlite::Error>) + Send>;
 /// A write closure: does its work, says whether to commit, and how to report the outcome.
 type Exec = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> (bool, Finish) + Send>;
 
+/// How a `write` transaction reaches the disk (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsynced before the caller hears of the commit (`synchronous=FULL`).
+    Durable,
+    /// Recomputable or safe to repeat: committed without waiting for the disk (`NORMAL`).
+    Derived,
+}
+
 /// Work for the writer thread.
 enum Job {
     /// A received message; commits are grouped.
     Commit(NewMessage, Reply),
     /// Any other write (rendering, sync outcomes), in its own transaction.
-    Exec(Exec),
+    Exec(Exec, Durability),
 }
 
 /// Handle to the single writer thread. Cheap to clone; the thread stops when every handle is dropped.
@@ -283,8 +301,26 @@ impl Store {
     }
 
     /// Run `f` on the writer thread inside one transaction, committed when `f` returns `Ok` and
-    /// rolled back when it returns `Err`.
+    /// rolled back when it returns `Err`; on the disk (fsynced) when this returns.
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    {
+        self.write_with(Durability::Durable, f).await
+    }
+
+    /// [`Store::write`] for derived state only (renders, delivery outcomes): committed without
+    /// waiting for the disk. Never for anything a device or a person was told is stored.
+    pub async fn write_derived<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    {
+        self.write_with(Durability::Derived, f).await
+    }
+
+    async fn write_with<R, F>(&self, durability: Durability, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
@@ -302,7 +338,7 @@ impl Store {
             (ok, finish)
         });
         self.tx
-            .send(Job::Exec(job))
+            .send(Job::Exec(job, durability))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await
@@ -433,13 +469,13 @@ fn writer_loop(
     changes: &tokio::sync::watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    let mut held: Option<Exec> = None;
+    let mut held: Option<(Exec, Durability)> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Exec(f) => {
-                    held = Some(f);
+                Job::Exec(f, durability) => {
+                    held = Some((f, durability));
                     break;
                 }
                 Job::Commit(msg, reply) => batch.push((msg, reply)),
@@ -476,10 +512,12 @@ fn writer_loop(
         }
         // Only a committed write wakes the stages: a failed one (disk full) changed nothing, and
         // waking them made them retry their own writes at once, hundreds of times a second.
-        if let Some(f) = held.take()
-            && run_exec(&mut conn, f)
-        {
-            changes.send_modify(|n| *n += 1);
+        if let Some((f, durability)) = held.take() {
+            match run_exec(&mut conn, f, durability) {
+                Some(true) => changes.send_modify(|n| *n += 1),
+                Some(false) => {}
+                None => return,
+            }
         }
     }
 }
@@ -498,10 +536,12 @@ fn reclaim_wal(conn: &Connection) {
 /// Run one `Store::write` closure in its own transaction; its caller hears the result only after
 /// the COMMIT (or rollback). A failed BEGIN drops the closure, so the caller sees `WriterGone`-like
 /// failure through its closed reply channel and does the work again later.
-/// Returns whether a transaction was committed.
-fn run_exec(conn: &mut Connection, f: Exec) -> bool {
+/// Returns whether a transaction was committed; `None` when the writer must stop.
+fn run_exec(conn: &mut Connection, f: Exec, durability: Durability) -> Option<bool> {
     let mut failed = false;
     let mut committed = false;
+    let relaxed = durability == Durability::Derived
+        && conn.pragma_update(None, "synchronous", "NORMAL").is_ok();
     match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => {
             let (ok, finish) = f(&tx);
@@ -525,10 +565,16 @@ fn run_exec(conn: &mut Connection, f: Exec) -> bool {
         }
         Err(e) => tracing::error!(error = %e, "store write could not begin"),
     }
+    if relaxed && let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+        // Every later commit would skip its fsync: no device may be ACKed on this connection.
+        // The writer stops; commits fail with WriterGone (devices get no ACK and resend).
+        tracing::error!(error = %e, "store writer cannot restore synchronous=FULL; stopping");
+        return None;
+    }
     if failed {
         reclaim_wal(conn);
     }
-    committed
+    Some(committed)
 }
 
 /// One transaction for the whole batch, a savepoint per message: a message that cannot be
@@ -863,6 +909,39 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert!(b.duplicate);
         assert_eq!(Reader::open(&path).unwrap().count().unwrap(), 1);
+    }
+
+    /// Derived writes skip the fsync; every commit after them (a device's message, a person's
+    /// change) is fsynced again, and what the derived write did is there.
+    #[tokio::test]
+    async fn derived_writes_relax_the_fsync_only_for_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg.db");
+        let store = Store::open(&path, WriterSettings::default()).unwrap();
+        let sync = |tx: &rusqlite::Transaction<'_>| {
+            tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+        };
+        assert_eq!(store.write(sync).await.unwrap(), 2, "FULL");
+        let during = store
+            .write_derived(move |tx| {
+                outbox::set_state(tx, "probe", Some("derived"))?;
+                sync(tx)
+            })
+            .await
+            .unwrap();
+        assert_eq!(during, 1, "NORMAL inside the derived write");
+        assert_eq!(store.write(sync).await.unwrap(), 2, "FULL again after it");
+        let m = store
+            .commit(msg("H|\\^&\rR|1|^^^X|1\rL|1|N\r"))
+            .await
+            .unwrap();
+        assert!(!m.duplicate);
+        let r = Reader::open(&path).unwrap();
+        assert_eq!(
+            outbox::get_state(r.conn(), "probe").unwrap().as_deref(),
+            Some("derived")
+        );
+        assert_eq!(r.count().unwrap(), 1);
     }
 
     #[tokio::test]

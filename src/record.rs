@@ -93,10 +93,13 @@ pub enum Detection {
 /// A numeric result as a clinician reads it (decoded by `protocol::quantity`). Every key is serialised (absent = `null`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quantity {
-    /// The number in plain decimals as sent (`1009.64`, `1.23E+04` → `12300`).
+    /// The number in plain decimals (`1009.64`, `1.23E+04` → `12300`), with a unit's UCUM
+    /// power-of-ten factor applied (`763` in `10*-1.{Copies}/mL` → `76.3`).
     pub value: Option<String>,
     pub comparator: Option<Comparator>,
-    /// The unit field, else the unit written after the number (`copies/mL`, `IU/mL`).
+    /// The unit field, else the unit written after the number (`copies/mL`, `IU/mL`); without a
+    /// power-of-ten factor or UCUM braces (`10*-1.{Copies}/mL` → `copies/mL`). The unit as sent
+    /// stays in [`Observation::unit`].
     pub unit: Option<String>,
     /// The log10 figure, when one was sent (`(3.09 log)`, a `log copies/mL` unit, a LOG test).
     pub log10: Option<String>,

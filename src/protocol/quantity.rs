@@ -16,6 +16,20 @@
 //! | `3.09` + unit `log copies/mL` (or a `…LOG` test) | log10 3.09 (the copies figure is 10^3.09) |
 //! | HL7 `SN` `<^20`, `^1009`, `>^1.0E7` | comparator + number components |
 //! | `INVALID`, `ERROR`, `NO RESULT`, `Aborted` | detection `invalid`, no value |
+//! | `763` + unit `10*-1.{Copies}/mL`, `226` + `10*4.{Copies}/mL` (cobas 6800/5800) | 76.3 copies/mL, 2260000 copies/mL |
+//! | `< Titer min`, `> Titer max` (cobas 4800/6800) | comparator `<` / `>`, no value |
+//! | no result, status `X` (HL7 OBX-11, E1394 R.9), a copies/IU per mL unit | detection `invalid`, no value |
+//!
+//! **Units.** A UCUM power-of-ten factor in front of a viral-load unit (`10*N.{Copies}/mL`,
+//! `10*N.IU/mL`) is applied to the value and dropped from the quantity's unit, so the quantity
+//! always reads in plain copies/mL (IU/mL) whatever exponent the run used; the annotation braces
+//! go too (`{Copies}/mL` → `copies/mL`). What the device sent stays: the value text in
+//! `Quantity::raw` (`763`) and the unit field in `Observation::unit` (`10*-1.{Copies}/mL`). Other
+//! units (`10*3/uL` cell counts, `Copies / mL`) are kept as sent.
+//!
+//! **Qualitative or not.** A bare `Not Detected` or `Invalid` is a quantity's outcome only when
+//! a unit says the test is quantitative (sent, in the text, or from the profile's `[[tests]]`
+//! table through [`reread_with_unit`]): GeneXpert's Qual and MTB calls say the same words.
 //!
 //! A comma is a thousands separator only in `1,234` / `12,345,678` shape (groups of three);
 //! otherwise it is a decimal comma (`4,5`). Scientific values are rewritten in plain decimals
@@ -67,17 +81,27 @@ pub fn parse(text: &str, unit: Option<&str>, log: bool) -> Option<Quantity> {
         i += used;
     }
     if q.value.is_none() && q.comparator.is_none() {
-        // "<LLQ", "< LDL", "below 40": a limit without its number is still a comparator.
+        // "<LLQ", "< LDL", "below 40", Roche's "< Titer min" / "> Titer max": a limit without
+        // its number is still a comparator.
         q.comparator = tokens
             .iter()
-            .position(|t| matches!(t.as_str(), "LLQ" | "LDL" | "LLOQ" | "LOD" | "LoD" | "LOQ"))
+            .enumerate()
+            .position(|(k, t)| is_limit_word(t, tokens.get(k + 1).map(String::as_str)))
             .and_then(|k| comparator_before(&tokens, k));
     }
     let unit_is_log = unit.is_some_and(|u| u.to_lowercase().contains("log"));
     if (log || unit_is_log) && q.log10.is_none() {
         q.log10 = q.value.take();
     }
-    q.unit = unit.map(str::to_owned).or(text_unit);
+    q.unit = match unit.and_then(power_of_ten) {
+        // cobas 6800/5800: `763` with `10*-1.{Copies}/mL` is 76.3 copies/mL.
+        Some((exp, u)) => {
+            q.value = q.value.take().map(|v| shift(&v, exp));
+            Some(u)
+        }
+        None => unit.map(normal_unit),
+    }
+    .or(text_unit);
     let quantitative = q.value.is_some() || q.log10.is_some() || q.comparator.is_some();
     let vl_phrase = matches!(q.detection, Some(Detection::NotDetected))
         && (q.unit.is_some() || lower.contains("target") || lower == "tnd");
@@ -97,6 +121,20 @@ pub fn of(o: &Observation, text: &str, sn: Option<&[&str]>) -> Option<Quantity> 
         Some(c) => parse_sn(c, unit, log),
         None => parse(text, unit, log),
     };
+    if q.is_none()
+        && unit.is_some_and(is_viral_load_unit)
+        && o.result_status.as_deref().map(str::trim) == Some("X")
+    {
+        // Result status X (HL7 table 0085, E1394 R.9): "results cannot be obtained", the
+        // cobas 6800 invalid run's `HIV` line with only an error code in OBX-8. Only for a
+        // viral-load unit: a haematology `-----` with status X (Pentra, S10) has no detection.
+        q = Some(Quantity {
+            raw: text.trim().to_owned(),
+            unit: unit.map(normal_unit),
+            detection: Some(Detection::Invalid),
+            ..Quantity::default()
+        });
+    }
     let limit = o.flags.iter().find_map(|f| match f.trim() {
         "<" => Some(Comparator::Lt),
         ">" => Some(Comparator::Gt),
@@ -107,7 +145,7 @@ pub fn of(o: &Observation, text: &str, sn: Option<&[&str]>) -> Option<Quantity> 
     if let (Some(c), Some(u), Some((lo, hi))) = (limit, unit, bounds) {
         let q = q.get_or_insert_with(|| Quantity {
             raw: text.trim().to_owned(),
-            unit: Some(u.to_owned()),
+            unit: Some(normal_unit(u)),
             detection: detection(&text.trim().to_lowercase()),
             ..Quantity::default()
         });
@@ -122,6 +160,29 @@ pub fn of(o: &Observation, text: &str, sn: Option<&[&str]>) -> Option<Quantity> 
         }
     }
     q
+}
+
+/// A profile's `[[tests]]` table has just given `o` the unit its message left out
+/// (`TestTable::enrich`): the quantity is read again with it, so it carries the unit too and a
+/// bare `Not Detected` or `Invalid` of a quantitative test (Alinity m, cobas 4800) becomes its
+/// outcome. A quantity that already has a unit (in the text) is left as it is.
+pub fn reread_with_unit(o: &mut Observation) {
+    if o.quantity.as_ref().is_some_and(|q| q.unit.is_some()) || o.unit.is_none() {
+        return;
+    }
+    let raw = match &o.quantity {
+        Some(q) => q.raw.clone(),
+        None => match &o.value {
+            Some(v) => v.clone(),
+            None => return,
+        },
+    };
+    let sn = o.extra.get("value_type").is_some_and(|t| t == "SN");
+    let parts: Vec<&str> = raw.split('^').collect();
+    let text = parts.join(" ");
+    if let Some(q) = of(o, &text, sn.then_some(parts.as_slice())) {
+        o.quantity = Some(Quantity { raw, ..q });
+    }
 }
 
 /// A viral load split over two records (copies/mL in `HIVVL`, log10 in `HIVVL:LOG`; protocols.md
@@ -276,6 +337,58 @@ fn comparator_before(tokens: &[String], i: usize) -> Option<Comparator> {
             _ => None,
         },
     }
+}
+
+/// `LLQ`, `LLOQ`, `LOD` …, or Roche's `Titer` before `min`/`max` (cobas 4800/6800: `< Titer
+/// min` is below the lower limit of quantification, `> Titer max` above the upper one).
+fn is_limit_word(t: &str, next: Option<&str>) -> bool {
+    matches!(t, "LLQ" | "LDL" | "LLOQ" | "LOD" | "LoD" | "LOQ")
+        || ((t.eq_ignore_ascii_case("titer") || t.eq_ignore_ascii_case("titre"))
+            && next.is_some_and(|n| n.eq_ignore_ascii_case("min") || n.eq_ignore_ascii_case("max")))
+}
+
+/// A UCUM power-of-ten factor times a viral-load unit (`10*-1.{Copies}/mL`, `10*4.{copies}/mL`,
+/// `10^3.IU/mL`) → the exponent and the unit without it (`copies/mL`). Only count-per-volume
+/// viral-load units are scaled: `10*3/uL` (a cell count, no `.`) is the unit the lab reads and
+/// is left alone.
+fn power_of_ten(unit: &str) -> Option<(i32, String)> {
+    let rest = unit.trim().strip_prefix("10")?.strip_prefix(['*', '^'])?;
+    let (exp, used) = parse_exp(rest)?;
+    let rest = rest.get(used..)?.strip_prefix('.')?;
+    let unit = annotation_unit(rest).unwrap_or_else(|| rest.to_owned());
+    let l = unit.to_lowercase();
+    matches!(l.as_str(), "copies/ml" | "cp/ml" | "iu/ml").then_some((exp, unit))
+}
+
+/// The unit a clinician reads for the unit field `unit`: without a power-of-ten factor and a
+/// UCUM annotation's braces (`10*4.{Copies}/mL` → `copies/mL`), otherwise as sent.
+fn normal_unit(unit: &str) -> String {
+    power_of_ten(unit)
+        .map(|(_, u)| u)
+        .or_else(|| annotation_unit(unit))
+        .unwrap_or_else(|| unit.to_owned())
+}
+
+/// copies/mL, cp/mL or IU/mL in any spelling (`Copies / mL`, `10*4.{Copies}/mL`).
+fn is_viral_load_unit(unit: &str) -> bool {
+    let l: String = normal_unit(unit)
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    matches!(l.as_str(), "copies/ml" | "cp/ml" | "iu/ml")
+}
+
+/// A UCUM annotation unit as a person writes it: `{Copies}/mL` → `copies/mL`, `{IU}/mL` →
+/// `IU/mL`. `None` when there is no `{…}` annotation.
+fn annotation_unit(unit: &str) -> Option<String> {
+    let (head, rest) = unit.trim().strip_prefix('{')?.split_once('}')?;
+    let name = match head.to_lowercase().as_str() {
+        "copies" | "copy" | "cp" => "copies".to_owned(),
+        "iu" => "IU".to_owned(),
+        _ => head.to_owned(),
+    };
+    Some(format!("{name}{rest}"))
 }
 
 fn is_log_word(t: &str) -> bool {
@@ -544,6 +657,114 @@ mod tests {
             (v.comparator, v.log10.as_deref()),
             (Some(Comparator::Lt), Some("1.30"))
         );
+    }
+
+    #[test]
+    fn power_of_ten_units_scale_the_value() {
+        // cobas 6800 and 5800 (deforay/vlsm-interfacing src/app/testing/fixtures/captured/
+        // roche-cobas-6800.ts, roche-cobas-5800.ts): a three-digit mantissa in OBX-5 and the
+        // exponent in the UCUM unit of OBX-6.
+        for (text, unit, n) in [
+            ("763", "10*-1.{Copies}/mL", "76.3"),
+            ("194", "10*0.{Copies}/mL", "194"),
+            ("226", "10*4.{Copies}/mL", "2260000"),
+            ("367", "10*-1.{copies}/mL", "36.7"),
+            ("<100", "10*1.{Copies}/mL", "1000"),
+        ] {
+            let v = q(text, Some(unit));
+            assert_eq!(
+                (v.value.as_deref(), v.unit.as_deref()),
+                (Some(n), Some("copies/mL")),
+                "{text} {unit}"
+            );
+            assert_eq!(v.raw, text);
+        }
+        // A cell count's factor is the unit the lab reads: not scaled.
+        let v = q("5.5", Some("10*3/uL"));
+        assert_eq!(
+            (v.value.as_deref(), v.unit.as_deref()),
+            (Some("5.5"), Some("10*3/uL"))
+        );
+        assert_eq!(
+            q("12", Some("{Copies}/mL")).unit.as_deref(),
+            Some("copies/mL")
+        );
+    }
+
+    #[test]
+    fn roche_titer_limits_are_comparators_without_a_number() {
+        // cobas 4800 and 6800 result texts (roche-cobas-4800.ts, roche-cobas-6800.ts).
+        let v = parse("< Titer min", None, false).unwrap();
+        assert_eq!(
+            (v.comparator, v.value, v.log10),
+            (Some(Comparator::Lt), None, None)
+        );
+        let v = parse("> Titer max", None, false).unwrap();
+        assert_eq!((v.comparator, v.value), (Some(Comparator::Gt), None));
+        assert_eq!(parse("Titer", None, false), None);
+    }
+
+    #[test]
+    fn status_x_with_a_unit_is_an_invalid_run() {
+        let mut o = obs("HIV", Some("copies/mL"), None, &["P02T"]);
+        o.result_status = Some("X".into());
+        let v = of(&o, "P02T", None).unwrap();
+        assert_eq!((v.detection, v.value), (Some(Detection::Invalid), None));
+        o.unit = None;
+        assert_eq!(
+            of(&o, "P02T", None),
+            None,
+            "no unit: not known to be quantitative"
+        );
+    }
+
+    #[test]
+    fn a_table_unit_rereads_the_quantity() {
+        // Alinity m "Not Detected" with OBX-6 empty; the profile gives `Copies/mL`.
+        let mut o = obs("1006", Some("Copies/mL"), None, &[]);
+        o.value = Some("Not Detected".into());
+        reread_with_unit(&mut o);
+        let v = o.quantity.unwrap();
+        assert_eq!(
+            (v.detection, v.unit.as_deref()),
+            (Some(Detection::NotDetected), Some("Copies/mL"))
+        );
+        // A number without a unit gets it (SN keeps its components); a unit in the text stays.
+        let sn = parse_sn(&["<", "20"], None, false);
+        for (q, sn_type, want, raw) in [
+            (
+                parse("< 20", None, false),
+                false,
+                (Some("20"), "Copies/mL", Some(Comparator::Lt)),
+                "< 20",
+            ),
+            (
+                parse("3.26E+05 cp/mL", None, false),
+                false,
+                (Some("326000"), "cp/mL", None),
+                "3.26E+05 cp/mL",
+            ),
+            (
+                sn,
+                true,
+                (Some("20"), "Copies/mL", Some(Comparator::Lt)),
+                "<^20",
+            ),
+        ] {
+            let mut o = obs("1006", Some("Copies/mL"), None, &[]);
+            if sn_type {
+                o.extra.insert("value_type".into(), "SN".into());
+            }
+            o.quantity = q;
+            reread_with_unit(&mut o);
+            assert_eq!(read3(&o), (want.0, Some(want.1), want.2), "{raw}");
+            assert_eq!(o.quantity.as_ref().map(|q| q.raw.as_str()), Some(raw));
+        }
+    }
+
+    fn read3(o: &Observation) -> (Option<&str>, Option<&str>, Option<Comparator>) {
+        let q = o.quantity.as_ref().expect("a quantity");
+        (q.value.as_deref(), q.unit.as_deref(), q.comparator)
     }
 
     #[test]

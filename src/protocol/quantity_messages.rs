@@ -133,28 +133,82 @@ fn astm_value_with_its_unit_in_the_text() {
     );
 }
 
-const COBAS_MSH: &str = "MSH|^~\\&|COBAS6800/8800||LIS||20250301120000||OUL^R22|m-0001|P|2.5\n\
-    PID|1\nSPM|1|VL-0006||PLAS\nOBR|1|||HIV^HIV-1^99ROC\n";
-
-#[test]
-fn cobas_6800_hl7_numeric_with_ucum_unit_components() {
-    let obs = hl7(&format!(
-        "{COBAS_MSH}OBX|1|NM|HIV^HIV-1^99ROC||1.23E+03|cp/mL^copies per milliliter^UCUM|20-10000000||||F\n"
-    ));
-    assert_eq!(
-        read(quantity(&obs, "HIV")),
-        (Some("1230"), Some("cp/mL"), None)
-    );
+/// cobas 6800/8800 OUL^R22 as in deforay/vlsm-interfacing src/app/testing/fixtures/captured/
+/// roche-cobas-6800.ts (production capture, Zimbabwe): SPM-2 the plain sample id, OBR-4
+/// `70241-5^HIV^LN`, then the OBX lines given (OBX-1 … OBX-8; the rest is the capture's tail).
+fn cobas_6800(sample: &str, obx: &[&str]) -> String {
+    const TAIL: &str = "|||F|||||Lyneldra||C6800/8800^Roche^^~Unknown^Roche^^~ID_000000000000000001^IM300-000001^^|20260308121433|||||||||592_neg^^99ROC~591_pos^^99ROC";
+    let obx: Vec<String> = obx.iter().map(|o| format!("OBX|{o}{TAIL}")).collect();
+    format!(
+        "MSH|^~\\&|COBAS6800/8800||LIS||20260308152752||OUL^R22|MSG-6800|P|2.5||||||ASCII\n\
+         SPM||{sample}||PLAS^plasma^HL70487|||||||P||||||||||||||||\n\
+         SAC|||||||||||||||||||||500|||uL^^UCUM\nOBR|1|||70241-5^HIV^LN|||||||A\n{}\n\
+         TCD|70241-5^HIV^LN|^1^:^0\n",
+        obx.join("\n")
+    )
 }
 
 #[test]
-fn cobas_6800_hl7_target_not_detected() {
-    let obs = hl7(&format!(
-        "{COBAS_MSH}OBX|1|ST|HIV^HIV-1^99ROC||Target Not Detected|cp/mL^^UCUM|||||F\n"
-    ));
-    let q = quantity(&obs, "HIV");
-    assert_eq!(read(q), (None, Some("cp/mL"), None));
-    assert_eq!(q.detection, Some(Detection::NotDetected));
+fn cobas_6800_mantissa_with_a_power_of_ten_unit_is_scaled() {
+    // The capture's MSG-6800-01 and -03: 763 in 10*-1.{Copies}/mL, 226 in 10*4.{Copies}/mL.
+    for (mantissa, exp, copies) in [("763", "-1", "76.3"), ("226", "4", "2260000")] {
+        let obs = hl7(&cobas_6800(
+            "VL-6800-01",
+            &[
+                &format!("1|NM|HIV^HIV^99ROC||{mantissa}|10*{exp}.{{Copies}}/mL^^UCUM||"),
+                "2|NA|HIV^HIV^99ROC^S_OTHER^Other Supplemental^IHELAW||36.51^^37.15|||",
+                "3|ST|70241-5^HIV^LN|1/1|ValueNotSet|||RR",
+                "4|ST|70241-5^HIV^LN|1/2|Titer|||\"\"",
+            ],
+        ));
+        let o = &obs[0];
+        let q = o.quantity.as_ref().expect("a quantity");
+        assert_eq!(
+            read(q),
+            (Some(copies), Some("copies/mL"), None),
+            "{mantissa}"
+        );
+        assert_eq!(q.raw, mantissa, "the value as sent");
+        assert_eq!(
+            o.unit.as_deref(),
+            Some(format!("10*{exp}.{{Copies}}/mL").as_str()),
+            "the unit as sent"
+        );
+        assert_eq!(o.value.as_deref(), Some(mantissa));
+    }
+}
+
+#[test]
+fn cobas_6800_target_not_detected_and_below_titer_min() {
+    // The capture's MSG-6800-04 and -05: ValueNotSet with ND / BT in OBX-8 on the HIV line, the
+    // outcome as text in 70241-5 sub-ID 1/2.
+    for (outcome, flag, comparator, detection) in [
+        (
+            "Target Not Detected",
+            "ND",
+            None,
+            Some(Detection::NotDetected),
+        ),
+        ("< Titer min", "BT", Some(Comparator::Lt), None),
+    ] {
+        let obs = hl7(&cobas_6800(
+            "VL-6800-02",
+            &[
+                &format!("1|ST|HIV^HIV^99ROC||ValueNotSet|||{flag}"),
+                "2|NA|HIV^HIV^99ROC^S_OTHER^Other Supplemental^IHELAW||^^37.68|||",
+                "3|ST|70241-5^HIV^LN|1/1|ValueNotSet|||RR",
+                &format!("4|ST|70241-5^HIV^LN|1/2|{outcome}|||\"\""),
+            ],
+        ));
+        let text = obs
+            .iter()
+            .find(|o| o.extra.get("sub_id").map(String::as_str) == Some("1/2"))
+            .expect("the 1/2 line");
+        let q = text.quantity.as_ref().expect("the outcome");
+        assert_eq!(read(q), (None, None, comparator), "{outcome}");
+        assert_eq!(q.detection, detection, "{outcome}");
+        assert_eq!(obs[0].flags, [flag]);
+    }
 }
 
 const ALINITY_MSH: &str = "MSH|^~\\&|Alinity m^Abbott||LIS||20250301120000||OUL^R22|m-0002|P|2.5.1\n\

@@ -493,7 +493,8 @@ fn cobas_6800_viral_load_through_its_profile() {
     assert!(tests.get("HIV").is_some() && tests.get("70241-5").is_some());
     let hiv = coded(&obs, "HIV", None);
     assert_eq!(hiv.len(), 2, "the result and its Ct line");
-    assert_eq!(reads(hiv[0]), (Some("194"), Some("10*0.{Copies}/mL"), None));
+    assert_eq!(reads(hiv[0]), (Some("194"), Some("copies/mL"), None));
+    assert_eq!(hiv[0].unit.as_deref(), Some("10*0.{Copies}/mL"), "as sent");
     assert_eq!(hiv[0].sample_id.as_deref(), Some("VL-6800-01"));
     assert_eq!(
         hiv[0].test_name.as_deref(),

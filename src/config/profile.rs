@@ -221,7 +221,9 @@ impl TestTable {
     }
 
     /// Fill `test_name`, `unit` and `extra.loinc` of each observation whose `test_code` is in the
-    /// table, only where the message itself said nothing: a device's own value always wins.
+    /// table, only where the message itself said nothing: a device's own value always wins. A
+    /// unit filled here reaches the quantity too (unless its text named one), so a bare
+    /// `Not Detected` of a test the table gives copies/mL is a not-detected viral load.
     pub fn enrich(&self, observations: &mut [Observation]) {
         if self.0.is_empty() {
             return;
@@ -236,6 +238,8 @@ impl TestTable {
             }
             if blank(&o.unit) && t.unit.is_some() {
                 o.unit = t.unit.clone();
+                // The quantity was read without a unit: read it again with the table's.
+                crate::protocol::quantity::reread_with_unit(o);
             }
             if let Some(l) = &t.loinc {
                 o.extra.entry("loinc".into()).or_insert_with(|| l.clone());

@@ -492,7 +492,14 @@ fn cobas_6800_viral_load_through_its_profile() {
     );
     assert!(tests.get("HIV").is_some() && tests.get("70241-5").is_some());
     let hiv = coded(&obs, "HIV", None);
-    assert_eq!(hiv.len(), 2, "the result and its Ct line");
+    assert_eq!(hiv.len(), 1, "the Ct line has its own code");
+    let ct = coded(&obs, "HIV:S_OTHER", None);
+    assert_eq!(ct[0].value.as_deref(), Some("36.51^^37.15"));
+    assert_eq!(
+        ct[0].test_name.as_deref(),
+        Some("HIV"),
+        "the message's own name"
+    );
     assert_eq!(reads(hiv[0]), (Some("194"), Some("copies/mL"), None));
     assert_eq!(hiv[0].unit.as_deref(), Some("10*0.{Copies}/mL"), "as sent");
     assert_eq!(hiv[0].sample_id.as_deref(), Some("VL-6800-01"));
@@ -530,6 +537,28 @@ fn cobas_6800_viral_load_through_its_profile() {
     let text = coded(&obs, "70241-5", Some("1/2"));
     assert_eq!(reads(text[0]), (None, None, None));
     assert_eq!(detection(text[0]), Some(Detection::NotDetected));
+
+    // An invalid run (the capture's MSG-6800-06): no value, an error code in OBX-8, OBX-11 X.
+    let invalid = message(
+        "MSG-6800-06",
+        "VL-6800-03",
+        [
+            "1||HIV^HIV^99ROC|||||P02T",
+            "2||70241-5^HIV^LN|1/1||||P02T~P01T~C02H1",
+            "3|ST|70241-5^HIV^LN|1/2|Invalid|||\"\"",
+            "4|ST|70241-5^HIV^LN|1/3|ValueNotSet|||",
+        ],
+    )
+    .replace("P02T|||F", "P02T|||X");
+    let (obs, _) = through_profile("cobas-6800-8800", &invalid);
+    let hiv = coded(&obs, "HIV", None)[0];
+    assert_eq!(hiv.result_status.as_deref(), Some("X"));
+    assert_eq!(
+        reads(hiv),
+        (None, Some("copies/mL"), None),
+        "the table's unit"
+    );
+    assert_eq!(detection(hiv), Some(Detection::Invalid));
 }
 
 #[test]
@@ -553,16 +582,39 @@ fn cobas_4800_run_message_through_its_profile() {
         group(1, "VL-4800-01", "3.26E+05 cp/mL"),
         group(2, "VL-4800-02", "6.73E+01 cp/mL"),
         group(3, "VL-4800-03", "Target Not Detected"),
-    );
+    ) + &group(4, "VL-4800-04", "< Titer min")
+        + &group(5, "VL-4800-05", "Invalid");
     let (obs, tests) = through_profile("cobas-4800", &run);
-    assert!(tests.get("0BHIV1").is_some() && tests.get("RunTimeRange").is_some());
+    assert!(tests.get("0BHIV1").is_some() && tests.get("RunTimeRange:S_OTHER").is_some());
     let vl = coded(&obs, "0BHIV1", Some("1.1"));
-    assert_eq!(vl.len(), 3, "one result per SPM group");
+    assert_eq!(vl.len(), 5, "one result per SPM group");
     assert_eq!(reads(vl[0]), (Some("326000"), Some("1/mL"), None));
+    assert_eq!(
+        vl[0].value.as_deref(),
+        Some("3.26E+05 cp/mL"),
+        "OBX-5, not OBX-8"
+    );
+    assert_eq!(vl[0].flags, ["Full^^99ROC"]);
+    assert_eq!(
+        vl[0].sample_id.as_deref(),
+        Some("VL-4800-01"),
+        "SPM-2 without &ROCHE"
+    );
+    assert_eq!(
+        vl[0].extra.get("sample_id_namespace").map(String::as_str),
+        Some("ROCHE")
+    );
     assert_eq!(reads(vl[1]), (Some("67.3"), Some("1/mL"), None));
     assert_eq!(detection(vl[2]), Some(Detection::NotDetected));
-    assert_eq!(reads(vl[2]), (None, None, None));
-    assert_eq!(coded(&obs, "RunTimeRange", Some("1.0")).len(), 3);
+    assert_eq!(
+        reads(vl[2]),
+        (None, Some("cp/mL"), None),
+        "the table's unit"
+    );
+    assert_eq!(reads(vl[3]), (None, Some("cp/mL"), Some(Comparator::Lt)));
+    assert_eq!(vl[4].value.as_deref(), Some("Invalid"));
+    assert_eq!(detection(vl[4]), Some(Detection::Invalid));
+    assert_eq!(coded(&obs, "RunTimeRange:S_OTHER", Some("1.0")).len(), 5);
 }
 
 /// Abbott m2000 (ASTM): one H P O R R R L message of a run.
@@ -588,20 +640,39 @@ fn m2000_hiv_results_through_its_profile() {
     let (obs, tests) = run("86321", "Detected");
     assert!(tests.get("HIV0.6ml").is_some());
     let hiv = coded(&obs, "HIV0.6ml", None);
-    assert_eq!(hiv.len(), 3, "result, interpretation, cycle number");
+    assert_eq!(
+        hiv.len(),
+        1,
+        "the interpretation and cycle number have their own codes"
+    );
     assert_eq!(reads(hiv[0]), (Some("86321"), Some("Copies / mL"), None));
-    for o in &hiv {
-        assert_eq!(
-            o.test_name.as_deref(),
-            Some("Abbott RealTime HIV-1 (0.6 mL protocol)"),
-            "named by the profile"
-        );
+    assert_eq!(hiv[0].device.vendor.as_deref(), Some("Abbott"));
+    assert_eq!(hiv[0].device.serial.as_deref(), Some("275000001"));
+    for (code, value, name) in [
+        (
+            "HIV0.6ml",
+            "86321",
+            "Abbott RealTime HIV-1 (0.6 mL protocol)",
+        ),
+        (
+            "HIV0.6ml:I",
+            "Detected",
+            "Abbott RealTime HIV-1 (0.6 mL protocol), interpretation",
+        ),
+        (
+            "HIV0.6ml:P",
+            "28.93",
+            "Abbott RealTime HIV-1 (0.6 mL protocol), cycle number",
+        ),
+    ] {
+        let o = coded(&obs, code, None)[0];
+        assert_eq!(o.value.as_deref(), Some(value), "{code}");
+        assert_eq!(o.test_name.as_deref(), Some(name), "named by the profile");
         assert_eq!(o.extra.get("loinc"), None);
     }
-    assert_eq!(
-        hiv[1].unit, None,
-        "the table gives the interpretation no unit"
-    );
+    let interpretation = coded(&obs, "HIV0.6ml:I", None)[0];
+    assert_eq!(interpretation.unit, None, "the table gives it no unit");
+    assert_eq!(interpretation.quantity, None);
 
     let (obs, _) = run("< 40", "Detected");
     assert_eq!(
@@ -611,6 +682,7 @@ fn m2000_hiv_results_through_its_profile() {
 
     let (obs, _) = run("Not detected", "Target not detected");
     let hiv = coded(&obs, "HIV0.6ml", None);
+    assert_eq!(hiv.len(), 1);
     assert_eq!(reads(hiv[0]), (None, Some("Copies / mL"), None));
     assert_eq!(detection(hiv[0]), Some(Detection::NotDetected));
 }
@@ -638,18 +710,33 @@ fn alinity_m_result_gets_its_unit_from_the_profile() {
         "alinity-m",
         &alinity_message("VL-ALM-01", "161,152", "^Copies/mL", "5.21"),
     );
-    assert!(tests.get("1006").is_some() && tests.get("1006.S").is_some());
+    assert!(tests.get("1006").is_some() && tests.get("1006.S:S_OTHER").is_some());
     let vl = coded(&obs, "1006", None)[0];
     assert_eq!(vl.sample_id.as_deref(), Some("VL-ALM-01"), "SAC-3");
     assert_eq!(
         vl.quantity.as_ref().and_then(|q| q.value.as_deref()),
         Some("161152")
     );
-    assert_eq!(vl.unit.as_deref(), Some("Copies/mL"), "from the profile");
-    assert_eq!(vl.quantity.as_ref().and_then(|q| q.comparator), None);
     assert_eq!(
-        coded(&obs, "1006.S", Some("0"))[0].unit.as_deref(),
-        Some("Log (Copies/mL)")
+        reads(vl),
+        (Some("161152"), Some("Copies/mL"), None),
+        "OBX-6.2"
+    );
+    assert_eq!(vl.device.vendor.as_deref(), Some("Abbott"), "OBX-18");
+    assert_eq!(vl.device.model.as_deref(), Some("Alinity m"));
+    assert_eq!(vl.device.serial.as_deref(), Some("M00001"));
+    let log = coded(&obs, "1006.S:S_OTHER", Some("0"))[0];
+    assert_eq!(log.unit.as_deref(), Some("Log (Copies/mL)"));
+    assert_eq!(
+        log.quantity.as_ref().and_then(|q| q.log10.as_deref()),
+        Some("5.21")
+    );
+    assert_eq!(
+        coded(&obs, "1006.R:S_OTHER", Some("HIV-1"))[0]
+            .test_name
+            .as_deref(),
+        Some("HIV-1"),
+        "the message's own name"
     );
 
     let (obs, _) = through_profile(
@@ -666,6 +753,19 @@ fn alinity_m_result_gets_its_unit_from_the_profile() {
         (Some("20"), Some(Comparator::Lt))
     );
     assert_eq!(vl.unit.as_deref(), Some("Copies/mL"));
+
+    // Not Detected comes with OBX-6 empty: the table's unit makes it a not-detected viral load.
+    let (obs, _) = through_profile(
+        "alinity-m",
+        &alinity_message("VL-ALM-03", "Not Detected", "", "Not Detected"),
+    );
+    let vl = coded(&obs, "1006", None)[0];
+    assert_eq!(
+        reads(vl),
+        (None, Some("Copies/mL"), None),
+        "from the profile"
+    );
+    assert_eq!(detection(vl), Some(Detection::NotDetected));
 }
 
 #[test]

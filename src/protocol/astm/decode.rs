@@ -219,6 +219,9 @@ enum Layout {
     GeneXpert,
     /// Roche cobas c-series: O.3 `sequence^sample ID (padded)^…` (protocols.md S13).
     Roche,
+    /// Abbott m2000: R.3 `^^^assay^assay^lot^…^^F|I|P`, one assay sent as three R records told
+    /// apart only by the last component (final result, interpretation, cycle number).
+    M2000,
     Standard,
 }
 
@@ -254,6 +257,10 @@ fn sender_device(h: &Record) -> (Device, Layout, Option<String>) {
         // `XP-100^00-13^^^^A7869^BS649542` with component 3 empty: take component 6 (S8, S9).
         let serial = c(3).or_else(|| c(6));
         (dev(Some("Sysmex"), c(1), serial), Layout::Standard, c(2))
+    } else if first.eq_ignore_ascii_case("m2000") {
+        // `m2000^8.1.9.0^275000001^H1P1O1R1C1L1` = model^software^serial^record types
+        // (deforay/vlsm-interfacing captured/abbott-m2000.ts).
+        (dev(Some("Abbott"), c(1), c(3)), Layout::M2000, c(2))
     } else if first == "H500" {
         // `H500^910YOXH02826^2.2.2.2b` = model^serial^software (S11).
         (dev(Some("Horiba"), c(1), c(2)), Layout::Standard, c(3))
@@ -518,6 +525,9 @@ fn result(
 /// * Horiba Pentra / Yumizen: code in 4, LOINC in 5 (`^^^WBC^804-5^1`) → `extra.loinc`.
 /// * Sysmex: components 1–4 empty, code in 5, dilution in 6 (`^^^^WBC^1`) → `extra.dilution`.
 /// * Ortho Vision: a bare code in component 1 (`ABO`).
+/// * Abbott m2000 `^^^HIV0.6ml^HIV0.6ml^lot^…^^F`: the code in 4 (5 repeats it), and the last
+///   component's result type added unless it is F (the final result): `HIV0.6ml`, `HIV0.6ml:I`
+///   (interpretation), `HIV0.6ml:P` (cycle number); the type goes to `extra.result_type`.
 /// * GeneXpert `^panel^^test^assay name^assay version^analyte^complementary`: the code is
 ///   `panel/test`, then `/analyte` if present, then `:complementary` if present — e.g.
 ///   `MTB-RIF/Xpert/MTB` (main result), `MTB-RIF/Xpert/rpoB1` (analyte call),
@@ -549,6 +559,23 @@ fn test_id(r: &Record, layout: Layout) -> (String, Option<String>, Vec<(String, 
             }
         }
         return (code, c(5), extra);
+    }
+    if layout == Layout::M2000
+        && let Some(code) = c(4)
+    {
+        // `^^^HIV0.6ml^HIV0.6ml^395139^10004558^^F`: the final result keeps the assay as its
+        // code; the interpretation (I) and cycle number (P) are `HIV0.6ml:I`, `HIV0.6ml:P`,
+        // as GeneXpert's complementary records are `HIVVL:LOG` (captured/abbott-m2000.ts).
+        let kind = r.components(3).last().and_then(|s| text(s));
+        if let Some(k) = &kind {
+            extra.push(("result_type".to_owned(), k.clone()));
+        }
+        let code = match kind.filter(|k| k != "F") {
+            Some(k) => format!("{code}:{k}"),
+            None => code,
+        };
+        // Component 5 repeats the assay; the name is component 2, as for other devices.
+        return (code, c(2), extra);
     }
     let name = c(2);
     if let Some(code) = c(4) {

@@ -6,20 +6,21 @@
 //!
 //! | slot | source |
 //! |---|---|
-//! | `device` | MSH-3/MSH-4 (per-vendor layout in [`sender`]); serial from OBX-18 (GeneXpert: 5th repeat) |
-//! | `sample_id` | OBR-3, else OBR-2, else SPM-2.1, else SAC-3 |
+//! | `device` | MSH-3/MSH-4 (per-vendor layout in [`sender`]); serial from OBX-18 (GeneXpert: 5th repeat); when MSH names none, OBX-18 `model^vendor~serial` (Alinity m) |
+//! | `sample_id` | OBR-3, else OBR-2, else SPM-2.1 (its first sub-component: EI id, not `&namespace`), else SAC-3 |
 //! | `patient_id` | PID-3 component 1 (id type PID-3.5 → `extra.patient_id_type`) |
-//! | `test_code` | OBX-3.1 (GeneXpert: `panel/test[/analyte][:complementary]` from OBX-3.1 sub-components and OBX-4, as the ASTM decoder does) |
+//! | `test_code` | OBX-3.1, `:OBX-3.4` added for an IHE LAW supplemental result (OBX-3.6 `IHELAW`: `HIV:S_OTHER`) (GeneXpert: `panel/test[/analyte][:complementary]` from OBX-3.1 sub-components and OBX-4, as the ASTM decoder does) |
 //! | `test_name` | OBX-3.2 (GeneXpert: the assay name, OBX-3.1 sub-component 3) |
-//! | `value` | OBX-5 (GeneXpert `qualitative^quantitative` → the first present; Roche: the call in OBX-8); an `NM` value that is not a number (`***.**`) → `None`, kept in `extra.raw_value`; `ED` data → `None` |
-//! | `unit`, `reference_range`, `flags`, `result_status` | OBX-6.1, OBX-7, OBX-8 repeats, OBX-11 |
+//! | `value` | OBX-5 (GeneXpert `qualitative^quantitative` → the first present; Roche: the call in OBX-8.1 when OBX-5 is `ValueNotSet` or empty); an `NM` value that is not a number (`***.**`) → `None`, kept in `extra.raw_value`; `ED` data → `None` |
+//! | `unit`, `reference_range`, `flags`, `result_status` | OBX-6.1 (else OBX-6.2, the text), OBX-7, OBX-8 repeats, OBX-11 |
 //! | `quantity` | OBX-5 (`SN` by its components, other types by their text) with OBX-6–8 through `protocol::quantity`: value, unit, comparator, detection, log10 |
 //! | `observed_at` | OBX-14, else OBX-19, else OBR-7, else TQ1-8/TQ1-7, else MSH-7 — ISO 8601, zone only if sent |
 //! | `comments` | NTE-3: after PID → every result of the patient, after OBR → every result of the order, after OBX → that result |
 //!
 //! In `extra`: `message_type`, `processing_id` (when not `P`; `Q` = QC, S23), `value_type`,
 //! `coding_system` and `loinc`, `sub_id` (OBX-4), `observer` (OBX-16), `equipment` (OBX-18),
-//! `software_version`, `specimen_type` (SPM-4), `instrument_specimen_id` (SPM-2.2).
+//! `software_version`, `specimen_type` (SPM-4), `instrument_specimen_id` (SPM-2.2),
+//! `sample_id_namespace` (SPM-2.1 sub-component 2: `ROCHE` of `VL260001&ROCHE`).
 //!
 //! Segments not named here (PV1, ORC, TCD, INV, SAC …) are skipped; they stay in the stored text.
 //! `source`, `received_at` and `raw_id` are left empty: ingest and store fill them.
@@ -134,6 +135,8 @@ struct Order {
 #[derive(Debug, Default, Clone)]
 struct Specimen {
     id: Option<String>,
+    /// SPM-2.1 sub-component 2, the namespace of the id (`ROCHE`).
+    namespace: Option<String>,
     instrument_id: Option<String>,
     kind: Option<String>,
 }
@@ -220,9 +223,13 @@ fn observations(m: &Message, errors: &mut Vec<Hl7Error>) -> Vec<Observation> {
             }
             "SPM" | "SAC" => {
                 let spec = if seg.id == "SPM" {
+                    // SPM-2 is an EIP: placer^filler entity identifiers, each `id&namespace…`
+                    // (HL7 v2.5.1 EI): cobas 4800/5800 send `VL260001&ROCHE`, whose id is
+                    // VL260001 (captured/roche-cobas-4800.ts, roche-cobas-5800.ts).
                     Specimen {
-                        id: text(&m.component(seg, 2, 1)),
-                        instrument_id: text(&m.component(seg, 2, 2)),
+                        id: text(&m.subcomponent(seg, 2, 1, 1)),
+                        namespace: text(&m.subcomponent(seg, 2, 1, 2)),
+                        instrument_id: text(&m.subcomponent(seg, 2, 2, 1)),
                         kind: text(&m.text(seg, 4)),
                     }
                 } else {
@@ -264,6 +271,9 @@ fn observations(m: &Message, errors: &mut Vec<Hl7Error>) -> Vec<Observation> {
                 }
                 if o.device.serial.is_none() {
                     o.device.serial = serial(m, seg, layout);
+                }
+                if o.device.vendor.is_none() && o.device.model.is_none() {
+                    o.device = equipment_device(m, seg);
                 }
                 out.push(o);
                 target = Target::Result(out.len() - 1);
@@ -335,6 +345,11 @@ fn apply_specimen(o: &mut Observation, spec: &Specimen) {
     if o.sample_id.is_none() {
         o.sample_id = spec.id.clone();
     }
+    if let Some(v) = spec.namespace.as_ref().filter(|_| o.sample_id == spec.id) {
+        o.extra
+            .entry("sample_id_namespace".into())
+            .or_insert_with(|| v.clone());
+    }
     if let Some(v) = &spec.instrument_id {
         o.extra
             .entry("instrument_specimen_id".into())
@@ -369,6 +384,20 @@ fn serial(m: &Message, obx: &Segment, layout: Layout) -> Option<String> {
             .and_then(|r| text(&m.component_of(r, 1)))
             .filter(|s| s != "-1"),
         _ => None,
+    }
+}
+
+/// The device from OBX-18 (equipment instance identifier, EI repeats) when MSH-3/MSH-4 name
+/// none: Alinity m leaves them empty and sends `Alinity m^Abbott~M00001^Abbott~…`, i.e. the
+/// model with its namespace (the vendor), then the serial (captured/abbott-alinity-m.ts).
+fn equipment_device(m: &Message, obx: &Segment) -> Device {
+    let reps = m.repeats(obx, 18);
+    let part = |r: usize, c: usize| reps.get(r).and_then(|rep| text(&m.component_of(rep, c)));
+    let model = part(0, 1);
+    Device {
+        vendor: model.as_ref().and_then(|_| part(0, 2)),
+        serial: model.as_ref().and_then(|_| part(1, 1)),
+        model,
     }
 }
 
@@ -411,6 +440,17 @@ fn result(m: &Message, obx: &Segment, layout: Layout, errors: &mut Vec<Hl7Error>
         o.test_name = text(&m.component(obx, 3, 2));
         let system = text(&m.component(obx, 3, 3));
         let alt_system = text(&m.component(obx, 3, 6));
+        if alt_system.as_deref() == Some("IHELAW")
+            && let Some(kind) = text(&m.component(obx, 3, 4))
+        {
+            // IHE LAW names a supplemental result by its alternate identifier (`S_OTHER^Other
+            // Supplemental^IHELAW`): it is part of what the result is. cobas 6800 sends its Ct
+            // line as `HIV^HIV^99ROC^S_OTHER…` beside the `HIV` result itself
+            // (captured/roche-cobas-6800.ts), so the code is `HIV:S_OTHER`, as GeneXpert's
+            // complementary records are `HIVVL:LOG`.
+            o.test_code = format!("{}:{kind}", o.test_code);
+            o.extra.insert("result_kind".into(), kind);
+        }
         if system.as_deref() == Some("LN") {
             o.extra.insert("loinc".into(), o.test_code.clone());
         } else if alt_system.as_deref() == Some("LN")
@@ -467,14 +507,25 @@ fn result(m: &Message, obx: &Segment, layout: Layout, errors: &mut Vec<Hl7Error>
         .filter_map(|r| text(&m.rep_text(r)))
         .filter(|f| !is_null(f))
         .collect();
+    let value_not_set = o
+        .value
+        .as_deref()
+        .is_none_or(|v| v.eq_ignore_ascii_case("ValueNotSet"));
     if layout == Layout::Roche
-        && let Some(call) = o.flags.first()
+        && value_not_set
+        && let Some(call) = m
+            .repeats(obx, 8)
+            .first()
+            .and_then(|r| text(&m.component_of(r, 1)))
+            .filter(|f| !is_null(f))
     {
-        // cobas 6800: OBX-5 is `ValueNotSet`, the result is the call in OBX-8 (S24).
-        if let Some(v) = o.value.take().filter(|v| v != call) {
+        // cobas 6800: OBX-5 is `ValueNotSet`, the result is the call in OBX-8 (S24). A value
+        // in OBX-5 is the result and OBX-8 only its flag (cobas 4800 `3.26E+05 cp/mL` with
+        // `Full^^99ROC`, deforay/vlsm-interfacing captured/roche-cobas-4800.ts).
+        if let Some(v) = o.value.take().filter(|v| *v != call) {
             o.extra.insert("raw_value".into(), v);
         }
-        o.value = Some(call.clone());
+        o.value = Some(call);
     }
     if value_type.as_deref() == Some("NM")
         && let Some(v) = o.value.take_if(|v| !looks_numeric(v))
@@ -486,7 +537,9 @@ fn result(m: &Message, obx: &Segment, layout: Layout, errors: &mut Vec<Hl7Error>
         o.value = None;
     }
 
-    o.unit = text(&m.component(obx, 6, 1));
+    // OBX-6 is CE/CWE: identifier^text^system. Alinity m leaves the identifier empty and sends
+    // the unit as text (`^Copies/mL`, captured/abbott-alinity-m.ts).
+    o.unit = text(&m.component(obx, 6, 1)).or_else(|| text(&m.component(obx, 6, 2)));
     o.reference_range = text(&m.text(obx, 7));
     o.result_status = text(&m.component(obx, 11, 1));
     o.observed_at = timestamp(m, obx, 14, errors).or_else(|| timestamp(m, obx, 19, errors));

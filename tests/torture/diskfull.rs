@@ -137,6 +137,36 @@ impl Confined {
             .collect()
     }
 
+    /// The data directory's files with their sizes and the tmpfs's free space (`df`), for a
+    /// failure message.
+    fn disk(&self) -> String {
+        let mut files: Vec<String> = std::fs::read_dir(self.data_view())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| {
+                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        format!("{} {len}", e.file_name().to_string_lossy())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let df = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.child.id().to_string(),
+                "-U",
+                "-m",
+                "--preserve-credentials",
+            ])
+            .args(["--", "df", "-k"])
+            .arg(&self.data)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!("files: {}\n{df}", files.join(", "))
+    }
+
     /// Sample ids of the stored results, one entry per stored message.
     fn stored_samples(&self) -> Vec<String> {
         self.records()
@@ -253,6 +283,7 @@ pub async fn run() -> Report {
     }
     r.log_names_disk_full = gw.log().to_lowercase().contains("full");
     // Space returns: the same analyzer goes on, ingest must resume by itself.
+    let while_full = gw.disk();
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
     let mut resumed = None;
@@ -264,7 +295,8 @@ pub async fn run() -> Report {
         } else {
             assert!(
                 freed.elapsed() < Duration::from_secs(60),
-                "ingest did not resume after space returned:\n{}",
+                "ingest did not resume after space returned (while full: {while_full}; now: {}):\n{}",
+                gw.disk(),
                 gw.log()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -144,10 +144,11 @@ pub async fn render_loop(store: Store, db: PathBuf, rc: RenderCtx) {
     loop {
         match render_pass(&store, &db, &rc).await {
             Ok(0) => {
-                if std::mem::take(&mut busy) {
+                let quiet = if busy { SETTLE_AFTER } else { IDLE_WAIT };
+                let woken = tokio::time::timeout(quiet, changes.changed()).await.is_ok();
+                if !woken && std::mem::take(&mut busy) {
                     settle_memory(&store, None).await;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
             }
             Ok(n) => {
                 busy = true;
@@ -160,6 +161,13 @@ pub async fn render_loop(store: Store, db: PathBuf, rc: RenderCtx) {
         }
     }
 }
+
+/// A stage that has had nothing to do for this long after a burst gives its memory back
+/// ([`settle_memory`]). Settling at every catch-up instead (several times a second under a
+/// steady flow) dropped the page caches and reopened connections the next message needed.
+const SETTLE_AFTER: Duration = Duration::from_secs(2);
+/// How long an idle render stage sleeps when no commit wakes it.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// After a burst of work (a backlog rendered or delivered): give SQLite's page caches and glibc's
 /// freed arenas back, so the box returns near its idle size instead of keeping its peak. The
@@ -278,6 +286,7 @@ impl Deliver {
         let mut metadata_at: Option<std::time::Instant> = None;
         let mut probe_failures = 0u32;
         let mut busy = false;
+        let mut last_work = std::time::Instant::now();
         loop {
             if let Some(why) = self.paused() {
                 warn!(reason = %why, "sync paused; fix the cause, then run `pocketgate sync --resume`");
@@ -334,10 +343,12 @@ impl Deliver {
             match self.pass().await {
                 Ok(stats) if stats.requests > 0 => {
                     busy = true;
+                    last_work = std::time::Instant::now();
                     debug!(?stats, "deliver pass");
                     continue;
                 }
-                Ok(_) if std::mem::take(&mut busy) => {
+                Ok(_) if busy && last_work.elapsed() >= SETTLE_AFTER => {
+                    busy = false;
                     let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
                     settle_memory(&self.store, reader).await;
                 }
@@ -356,6 +367,14 @@ impl Deliver {
                 .map(|ms| Duration::from_millis(ms.max(50) as u64))
                 .unwrap_or(Duration::from_secs(30))
                 .min(Duration::from_secs(30));
+            // Still settling: come back when the quiet period ends, even with nothing due.
+            let wait = if busy {
+                wait.min(
+                    SETTLE_AFTER.saturating_sub(last_work.elapsed()) + Duration::from_millis(10),
+                )
+            } else {
+                wait
+            };
             let _ = tokio::time::timeout(wait, changes.changed()).await;
         }
     }

@@ -114,19 +114,19 @@ impl Confined {
             .join(self.data.strip_prefix("/").unwrap())
     }
 
+    /// `program` to be run inside the gateway's user and mount namespaces.
+    fn inside(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.child.id().to_string(), "-U", "-m"])
+            .args(["--preserve-credentials", "--", program]);
+        c
+    }
+
     /// `pocketgate records` run inside the gateway's mount namespace (SQLite resolves the
     /// `/proc/PID/root` link to the host's path, so the store cannot be opened from outside).
     fn records(&self) -> Vec<serde_json::Value> {
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.child.id().to_string(),
-                "-U",
-                "-m",
-                "--preserve-credentials",
-                "--",
-            ])
-            .arg(BIN)
+        let out = self
+            .inside(BIN)
             .args(["records", "--limit", "100000", "--db"])
             .arg(self.data.join("pocketgate.db"))
             .output()
@@ -151,15 +151,9 @@ impl Confined {
             })
             .unwrap_or_default();
         files.sort();
-        let df = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.child.id().to_string(),
-                "-U",
-                "-m",
-                "--preserve-credentials",
-            ])
-            .args(["--", "df", "-k"])
+        let df = self
+            .inside("df")
+            .arg("-k")
             .arg(&self.data)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -10,5 +10,5 @@ pub mod mqtt;
 pub mod poct1;
 pub mod quantity;
 #[cfg(test)]
-mod quantity_messages;
+pub(crate) mod quantity_messages;
 pub mod xml;

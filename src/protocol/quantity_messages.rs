@@ -79,8 +79,9 @@ fn genexpert_astm_not_detected() {
 
 /// Abbott m2000 as in deforay/vlsm-interfacing src/app/testing/fixtures/captured/abbott-m2000.ts
 /// (production capture, software 8.1.9.0): one H P O R R R L message per sample, R.3's last
-/// component F (result), I (interpretation), P (cycle number).
-fn m2000(sample: &str, result: &str, interpretation: &str, cycle: &str) -> String {
+/// component F (result), I (interpretation), P (cycle number). Also used by the m2000 profile
+/// test (src/config/profile/tests.rs).
+pub(crate) fn m2000(sample: &str, result: &str, interpretation: &str, cycle: &str) -> String {
     const TEST: &str = "^^^HIV0.6ml^HIV0.6ml^395139^10004558^^";
     const TAIL: &str = "||||F||admin^Administrator||20260112122150|275000001";
     format!(

@@ -617,24 +617,17 @@ fn cobas_4800_run_message_through_its_profile() {
     assert_eq!(coded(&obs, "RunTimeRange:S_OTHER", Some("1.0")).len(), 5);
 }
 
-/// Abbott m2000 (ASTM): one H P O R R R L message of a run.
-fn m2000_message(sample: &str, result: &str, interpretation: &str, cycle: &str) -> String {
-    const TEST: &str = "^^^HIV0.6ml^HIV0.6ml^395139^10004558^^";
-    const TAIL: &str = "||||F||admin^Administrator||20260112122150|275000001";
-    format!(
-        "H|\\^&|||m2000^8.1.9.0^275000001^H1P1O1R1C1L1|||||||P|1|20260112122248\nP|1\n\
-         O|1|{sample}|{sample}^HIV120126A^A5|^^^HIV0.6ml^HIV0.6ml|||||||||||||||||||||F\n\
-         R|1|{TEST}F|{result}|Copies / mL{TAIL}\nR|2|{TEST}I|{interpretation}|{TAIL}\n\
-         R|3|{TEST}P|{cycle}|cycle number{TAIL}\nL|1\n"
-    )
-}
-
 #[test]
 fn m2000_hiv_results_through_its_profile() {
     let run = |result: &str, interpretation: &str| {
         through_profile(
             "m2000",
-            &m2000_message("VL-M2000-01", result, interpretation, "28.93"),
+            &crate::protocol::quantity_messages::m2000(
+                "VL-M2000-01",
+                result,
+                interpretation,
+                "28.93",
+            ),
         )
     };
     let (obs, tests) = run("86321", "Detected");

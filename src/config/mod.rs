@@ -1,6 +1,7 @@
 //! Configuration: the raw TOML types (`raw`) are resolved into the validated [`Config`] below.
 //! Validation collects every error with its path (`sources[1].baud: …`) before failing.
 
+pub mod destinations;
 pub mod export;
 pub mod modbus;
 pub mod mqtt;
@@ -30,6 +31,8 @@ pub struct Config {
     pub dhis2: Option<Dhis2Settings>,
     /// The web UI and JSON API; `None` = none.
     pub web: Option<web::WebSettings>,
+    /// `[[destinations]]`: targets other than DHIS2 (FHIR, HTTP APIs, TCP/UDP), enabled or not.
+    pub destinations: Vec<destinations::Destination>,
 }
 
 /// `[dhis2]`, validated. Secrets are named here (file or env var), read when sync starts.
@@ -593,6 +596,126 @@ impl Check<'_> {
         }
     }
 
+    /// A required `http(s)://` base URL at `path`, without its trailing `/`, with its line.
+    fn base_url(
+        &mut self,
+        path: &str,
+        v: &Option<Val<String>>,
+        table_line: Option<usize>,
+        example: &str,
+    ) -> Option<(String, Option<usize>)> {
+        let (u, line) = self.required(path, v, table_line, &format!("e.g. url = \"{example}\""))?;
+        let u = u.trim_end_matches('/').to_owned();
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            self.error(
+                path,
+                line,
+                format!("\"{u}\" must start with https:// (or http:// on a trusted network)"),
+            );
+        }
+        Some((u, line))
+    }
+
+    /// Where a secret lives: `<what>_file` or `<what>_env` in the table at `table` (`dhis2`,
+    /// `destinations[0]`), never both; `None` when neither is given (or after that error).
+    fn secret(
+        &mut self,
+        table: &str,
+        what: &str,
+        file: &Option<Val<PathBuf>>,
+        env: &Option<Val<String>>,
+        table_line: Option<usize>,
+    ) -> Option<SecretRef> {
+        let f = self
+            .get(&format!("{table}.{what}_file"), file)
+            .map(|(p, _)| p.clone());
+        let e = self
+            .get(&format!("{table}.{what}_env"), env)
+            .map(|(v, _)| v.clone());
+        match (f, e) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &format!("{table}.{what}_env"),
+                    table_line,
+                    format!("give {what}_file or {what}_env, not both"),
+                );
+                None
+            }
+            (Some(p), None) => Some(SecretRef::File(p)),
+            (None, Some(v)) => Some(SecretRef::Env(v)),
+            (None, None) => None,
+        }
+    }
+
+    /// An id used twice in one list (`sources`, `destinations`), reported on the later entry
+    /// with the index of the first.
+    fn duplicate_ids<'v>(
+        &mut self,
+        list: &str,
+        ids: impl Iterator<Item = Option<&'v Val<String>>>,
+    ) {
+        let ids: Vec<(usize, &str, Option<usize>)> = ids
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let v = v?;
+                Some((i, v.value.as_deref().ok()?, self.line(v)))
+            })
+            .collect();
+        for (n, &(i, id, line)) in ids.iter().enumerate() {
+            if let Some(&(j, _, _)) = ids[..n].iter().find(|(_, other, _)| *other == id) {
+                self.error(
+                    &format!("{list}[{i}].id"),
+                    line,
+                    format!("\"{id}\" is already used by {list}[{j}]"),
+                );
+            }
+        }
+    }
+
+    /// `retry_min` and `retry_max` of a section that sends (`dhis2`, `destinations[0]`): the
+    /// first delay after a failure (default 5 s) and the most it doubles to (default 10 m, never
+    /// below `retry_min`).
+    fn retry_delays(
+        &mut self,
+        table: &str,
+        min: &Option<Val<RawDuration>>,
+        max: &Option<Val<RawDuration>>,
+    ) -> (Duration, Duration) {
+        let min = self.duration(
+            &format!("{table}.retry_min"),
+            min,
+            secs(5),
+            millis(100)..=secs(3600),
+        );
+        let max = self.duration(
+            &format!("{table}.retry_max"),
+            max,
+            secs(600),
+            secs(1)..=secs(86_400),
+        );
+        (min, max.max(min))
+    }
+
+    /// A required list entry id (`sources[0].id`), `[a-z0-9_-]{1,32}`, with its line.
+    fn id(
+        &mut self,
+        path: &str,
+        v: &Option<Val<String>>,
+        table_line: Option<usize>,
+    ) -> Option<(String, Option<usize>)> {
+        const ALLOWED: &str = "1 to 32 of a-z, 0-9, \"_\", \"-\"";
+        let (id, line) = self.required(path, v, table_line, ALLOWED)?;
+        if valid_id(id) {
+            return Some((id.clone(), line));
+        }
+        self.error(
+            path,
+            line,
+            format!("\"{id}\" is not a valid id ({ALLOWED})"),
+        );
+        None
+    }
+
     fn config(&mut self, raw: &RawConfig) -> Option<Config> {
         let gateway_line = self.line_of(&["gateway"]);
         let g = &raw.gateway;
@@ -669,10 +792,13 @@ impl Check<'_> {
             None => None,
         };
 
+        let destinations = self.destinations(&raw.destinations);
+
         let resolved: Vec<SourceConfig> = sources.iter().map(|(_, s)| s.clone()).collect();
         let web = raw.web.as_ref().map(|w| self.web(w, &resolved));
         Some(Config {
             web,
+            destinations,
             gateway: Gateway {
                 name,
                 data_dir: data_dir?,
@@ -691,23 +817,9 @@ impl Check<'_> {
 
     fn dhis2(&mut self, d: &raw::RawDhis2) -> Option<Dhis2Settings> {
         let table_line = self.line_of(&["dhis2"]);
-        let url = match self.required(
-            "dhis2.url",
-            &d.url,
-            table_line,
-            "e.g. url = \"https://dhis2.example.org\"",
-        ) {
+        let url = match self.base_url("dhis2.url", &d.url, table_line, "https://dhis2.example.org")
+        {
             Some((u, line)) => {
-                let u = u.trim_end_matches('/').to_owned();
-                if !(u.starts_with("https://") || u.starts_with("http://")) {
-                    self.error(
-                        "dhis2.url",
-                        line,
-                        format!(
-                            "\"{u}\" must start with https:// (or http:// on a trusted network)"
-                        ),
-                    );
-                }
                 if u.ends_with("/api") {
                     self.error("dhis2.url", line, "leave out the trailing /api");
                 }
@@ -715,32 +827,14 @@ impl Check<'_> {
             }
             None => None,
         };
-        let secret = |check: &mut Self,
-                      file: &Option<Val<PathBuf>>,
-                      env: &Option<Val<String>>,
-                      what: &str| {
-            let f = check
-                .get(&format!("dhis2.{what}_file"), file)
-                .map(|(p, _)| p.clone());
-            let e = check
-                .get(&format!("dhis2.{what}_env"), env)
-                .map(|(v, _)| v.clone());
-            match (f, e) {
-                (Some(_), Some(_)) => {
-                    check.error(
-                        &format!("dhis2.{what}_env"),
-                        table_line,
-                        format!("give {what}_file or {what}_env, not both"),
-                    );
-                    None
-                }
-                (Some(p), None) => Some(SecretRef::File(p)),
-                (None, Some(v)) => Some(SecretRef::Env(v)),
-                (None, None) => None,
-            }
-        };
-        let token = secret(self, &d.token_file, &d.token_env, "token");
-        let password = secret(self, &d.password_file, &d.password_env, "password");
+        let token = self.secret("dhis2", "token", &d.token_file, &d.token_env, table_line);
+        let password = self.secret(
+            "dhis2",
+            "password",
+            &d.password_file,
+            &d.password_env,
+            table_line,
+        );
         let username = self
             .get("dhis2.username", &d.username)
             .map(|(u, _)| u.clone());
@@ -791,18 +885,7 @@ impl Check<'_> {
             Duration::from_secs(60),
             Duration::from_secs(1)..=Duration::from_secs(600),
         );
-        let retry_min = self.duration(
-            "dhis2.retry_min",
-            &d.retry_min,
-            Duration::from_secs(5),
-            Duration::from_millis(100)..=Duration::from_secs(3600),
-        );
-        let retry_max = self.duration(
-            "dhis2.retry_max",
-            &d.retry_max,
-            Duration::from_secs(600),
-            Duration::from_secs(1)..=Duration::from_secs(86_400),
-        );
+        let (retry_min, retry_max) = self.retry_delays("dhis2", &d.retry_min, &d.retry_max);
         let settings = Dhis2Settings {
             url: url?,
             auth: auth?,
@@ -823,7 +906,7 @@ impl Check<'_> {
                 1..=100_000,
             ),
             retry_min,
-            retry_max: retry_max.max(retry_min),
+            retry_max,
             extra_ca_file: self
                 .get("dhis2.extra_ca_file", &d.extra_ca_file)
                 .map(|(p, _)| p.clone()),
@@ -836,23 +919,9 @@ impl Check<'_> {
         let index = i.to_string();
         let table_line = self.line_of(&["sources", &index]);
 
-        let id = match self.required(
-            &p("id"),
-            &s.id,
-            table_line,
-            "1 to 32 of a-z, 0-9, \"_\", \"-\"",
-        ) {
-            Some((id, _)) if valid_id(id) => Some(SourceId(id.clone())),
-            Some((id, line)) => {
-                self.error(
-                    &p("id"),
-                    line,
-                    format!("\"{id}\" is not a valid id (1 to 32 of a-z, 0-9, \"_\", \"-\")"),
-                );
-                None
-            }
-            None => None,
-        };
+        let id = self
+            .id(&p("id"), &s.id, table_line)
+            .map(|(id, _)| SourceId(id));
         let enabled = self.get(&p("enabled"), &s.enabled).is_none_or(|(&e, _)| e);
         // Merged in before validation (profile.rs); here only its type is checked.
         self.get(&p("profile"), &s.profile);
@@ -1256,23 +1325,7 @@ impl Check<'_> {
     /// Duplicate ids (any source, as written), and listen addresses or serial ports shared by enabled
     /// sources (a disabled copy may keep the same address). Reported on the later source.
     fn conflicts(&mut self, raw: &[RawSource], resolved: &[(usize, SourceConfig)]) {
-        let ids: Vec<(usize, &str, Option<usize>)> = raw
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let v = s.id.as_ref()?;
-                Some((i, v.value.as_deref().ok()?, self.line(v)))
-            })
-            .collect();
-        for (n, &(i, id, line)) in ids.iter().enumerate() {
-            if let Some(&(j, _, _)) = ids[..n].iter().find(|(_, other, _)| *other == id) {
-                self.error(
-                    &format!("sources[{i}].id"),
-                    line,
-                    format!("\"{id}\" is already used by sources[{j}]"),
-                );
-            }
-        }
+        self.duplicate_ids("sources", raw.iter().map(|s| s.id.as_ref()));
         let enabled: Vec<&(usize, SourceConfig)> =
             resolved.iter().filter(|(_, s)| s.enabled).collect();
         for (n, (i, a)) in enabled.iter().map(|e| (e.0, &e.1)).enumerate() {

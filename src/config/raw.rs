@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub dhis2: Option<RawDhis2>,
     /// `[web]`: the local web page and JSON API. Without it there is none.
     pub web: Option<super::web::RawWeb>,
+    /// `[[destinations]]`: where results go besides `[dhis2]` (FHIR, HTTP APIs, TCP/UDP).
+    #[serde(default)]
+    pub destinations: Vec<super::destinations::RawDestination>,
 }
 
 /// `[dhis2]`
@@ -577,6 +580,21 @@ fn check_shape(text: &str, tree: &Node, errors: &mut Vec<ConfigError>) {
                     path: key.clone(),
                     line: line(node),
                     message: "expected a list of tables: write each source as [[sources]]".into(),
+                }),
+            },
+            "destinations" => match &node.kind {
+                Kind::Array(items) => {
+                    let keys = keys_of::<super::destinations::RawDestination>();
+                    for (i, item) in items.iter().enumerate() {
+                        table(&format!("destinations[{i}]"), item, keys, errors);
+                    }
+                }
+                _ => errors.push(ConfigError {
+                    path: key.clone(),
+                    line: line(node),
+                    message:
+                        "expected a list of tables: write each destination as [[destinations]]"
+                            .into(),
                 }),
             },
             _ => errors.push(ConfigError {

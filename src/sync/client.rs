@@ -287,7 +287,7 @@ pub enum ClientError {
     BadBaseUrl { url: String, why: String },
     #[error("the extra CA certificate is not usable PEM: {detail}")]
     BadCaCertificate { detail: String },
-    #[error("nothing to check DHIS2's TLS certificate against: {detail}")]
+    #[error("nothing to check the server's TLS certificate against: {detail}")]
     NoCaCertificates { detail: String },
     #[error("could not build the HTTP client: {detail}")]
     Build { detail: String },
@@ -412,48 +412,13 @@ impl Dhis2Client {
 
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .hickory_dns(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .default_headers(headers)
-            .user_agent(concat!("pocketgate/", env!("CARGO_PKG_VERSION")));
-        // The system bundle (trust.rs), plus the extra CA below. An https URL with neither
-        // cannot be checked, so it is a configuration error now rather than a failed handshake.
-        let roots = super::trust::system_roots();
-        if let Some(why) = roots.missing()
-            && base.starts_with("https:")
-            && settings.extra_ca_pem.is_none()
-        {
-            return Err(ClientError::NoCaCertificates {
-                detail: format!("{why} (dhis2.extra_ca_file)"),
-            });
-        }
-        for der in &roots.certs {
-            if let Ok(c) = reqwest::Certificate::from_der(der) {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        if let Some(pem) = &settings.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                ClientError::BadCaCertificate {
-                    detail: chain_text(&e),
-                }
-            })?;
-            if certs.is_empty() {
-                return Err(ClientError::BadCaCertificate {
-                    detail: "no CERTIFICATE block found".into(),
-                });
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let http = builder.build().map_err(|e| ClientError::Build {
-            detail: chain_text(&e),
+        let http = http_client(&HttpClientSettings {
+            base: &base,
+            timeout: settings.timeout,
+            connect_timeout: settings.connect_timeout,
+            extra_ca_pem: settings.extra_ca_pem.as_deref(),
+            ca_key: "dhis2.extra_ca_file",
+            headers,
         })?;
         Ok(Dhis2Client {
             http,
@@ -676,22 +641,16 @@ impl Dhis2Client {
                 limit: self.max_body_bytes,
             });
         }
-        let mut buf = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > self.max_body_bytes {
-                        return Err(ClientError::ResponseTooLarge {
-                            path: clean,
-                            limit: self.max_body_bytes,
-                        });
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_error(&clean, &e)),
+        let buf = match read_bounded(&mut resp, self.max_body_bytes).await {
+            Ok(Bounded::Whole(buf)) => buf,
+            Ok(Bounded::Cut(_)) => {
+                return Err(ClientError::ResponseTooLarge {
+                    path: clean,
+                    limit: self.max_body_bytes,
+                });
             }
-        }
+            Err(e) => return Err(self.transport_error(&clean, &e)),
+        };
         let meta = ResponseMeta {
             status,
             bytes_sent,
@@ -726,6 +685,89 @@ impl Dhis2Client {
     }
 }
 
+/// What [`http_client`] needs: everything that differs between DHIS2 and a destination.
+pub(super) struct HttpClientSettings<'a> {
+    /// The checked base URL (an `https:` one needs something to check the certificate against).
+    pub base: &'a str,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub extra_ca_pem: Option<&'a [u8]>,
+    /// The config key that gives the extra CA, named in the "no CA certificates" error.
+    pub ca_key: &'a str,
+    pub headers: HeaderMap,
+}
+
+/// The one way pocketgate builds an outbound HTTP client (DHIS2's and each destination's, see
+/// the module docs): rustls with the system CA bundle (trust.rs) plus an optional extra CA, no
+/// compiled-in roots, hickory DNS, redirects never followed, a whole-request and a connect budget.
+pub(super) fn http_client(s: &HttpClientSettings<'_>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .hickory_dns(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(s.timeout)
+        .connect_timeout(s.connect_timeout)
+        .default_headers(s.headers.clone())
+        .user_agent(concat!("pocketgate/", env!("CARGO_PKG_VERSION")));
+    // The system bundle (trust.rs), plus the extra CA below. An https URL with neither
+    // cannot be checked, so it is a configuration error now rather than a failed handshake.
+    let roots = super::trust::system_roots();
+    if let Some(why) = roots.missing()
+        && s.base.starts_with("https:")
+        && s.extra_ca_pem.is_none()
+    {
+        return Err(ClientError::NoCaCertificates {
+            detail: format!("{why} ({})", s.ca_key),
+        });
+    }
+    for der in &roots.certs {
+        if let Ok(c) = reqwest::Certificate::from_der(der) {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let Some(pem) = s.extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            ClientError::BadCaCertificate {
+                detail: chain_text(&e),
+            }
+        })?;
+        if certs.is_empty() {
+            return Err(ClientError::BadCaCertificate {
+                detail: "no CERTIFICATE block found".into(),
+            });
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| ClientError::Build {
+        detail: chain_text(&e),
+    })
+}
+
+/// A body read with a limit: all of it, or the first `limit` bytes of a longer one.
+pub(super) enum Bounded {
+    Whole(Vec<u8>),
+    Cut(Vec<u8>),
+}
+
+/// Read `resp`'s body, stopping at `limit` bytes (the rest is never buffered).
+pub(super) async fn read_bounded(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Bounded, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            buf.extend_from_slice(&chunk[..limit - buf.len()]);
+            return Ok(Bounded::Cut(buf));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bounded::Whole(buf))
+}
+
 /// DHIS2 refused our API token: 400 (malformed / checksum, 2.41+) or 401 with
 /// `WWW-Authenticate: ApiToken` (§1.2). A 400 would otherwise read as a bad payload.
 fn api_token_refused(meta: &ResponseMeta) -> Option<String> {
@@ -745,14 +787,14 @@ fn api_token_refused(meta: &ResponseMeta) -> Option<String> {
     })
 }
 
-enum Tls {
+pub(super) enum Tls {
     Certificate(String),
     Other(String),
 }
 
 /// Find a TLS failure in the source chain (see the module docs). `io::Error::source` skips the
 /// error it wraps, so wrapped errors are followed through `get_ref` too.
-fn tls_failure(e: &(dyn StdError + 'static)) -> Option<Tls> {
+pub(super) fn tls_failure(e: &(dyn StdError + 'static)) -> Option<Tls> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     let mut depth = 0;
     while let Some(err) = cur {
@@ -783,7 +825,7 @@ fn tls_failure(e: &(dyn StdError + 'static)) -> Option<Tls> {
 }
 
 /// `outer: inner: innermost`, without repeating reqwest's URL-bearing top line.
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
+pub(super) fn chain_text(e: &(dyn StdError + 'static)) -> String {
     let mut parts = Vec::new();
     let mut cur = e.source();
     while let Some(err) = cur {
@@ -813,7 +855,7 @@ fn path_only(path: &str) -> String {
     path.split('?').next().unwrap_or(path).to_string()
 }
 
-fn check_base_url(raw: &str) -> Result<String, ClientError> {
+pub(super) fn check_base_url(raw: &str) -> Result<String, ClientError> {
     let bad = |why: &str| ClientError::BadBaseUrl {
         // Never echo userinfo back.
         url: raw.split('@').next_back().unwrap_or("").to_string(),

@@ -2,6 +2,7 @@
 
 mod capture;
 mod cli;
+mod dest;
 mod folder;
 mod hl7;
 mod hotplug;

@@ -1,0 +1,672 @@
+//! `[[destinations]]` → `DestClient` against stand-in peers on 127.0.0.1 port 0: a HAPI-like
+//! FHIR server, an OpenMRS-style REST API, a TCP listener and a UDP socket, all written here.
+//!
+//! The FHIR stand-in follows HAPI FHIR's observable behaviour for what the client relies on:
+//! `201` + `Location: …/<Type>/<id>/_history/1` + the stored resource on create; conditional
+//! create (`If-None-Exist: identifier=system|value`, R4 http.html#ccreate) answering `200` with
+//! the one match or `412` for several; `400` OperationOutcome with HAPI-0450 when the body's
+//! `resourceType` is not the one in the path; a transaction Bundle on the base URL answered by a
+//! `transaction-response`. The OpenMRS stand-in answers `POST …/ws/rest/v1/patient` with
+//! `{"uuid": …}` and, on a missing `person`, OpenMRS's `{"error": {…, "fieldErrors": …}}` shape.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use pocketgate::config::destinations::Destination;
+use pocketgate::sync::dest::{
+    DestBody, DestClient, DestOutcome, DestRequest, MAX_UDP_BYTES, Method,
+};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How the FHIR stand-in answers every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// 503 with `Retry-After: 2` (HAPI behind a restarting proxy).
+    Unavailable,
+    /// Never answers (for the client's timeout).
+    Hang,
+    /// 401 (an expired token).
+    Unauthorized,
+}
+
+#[derive(Default)]
+struct Peer {
+    /// FHIR: every stored resource; OpenMRS: every created patient.
+    stored: Mutex<Vec<Value>>,
+    mode: Mutex<Option<Mode>>,
+    /// The request headers of every request, in order.
+    seen: Mutex<Vec<HeaderMap>>,
+}
+
+impl Peer {
+    fn mode(&self) -> Mode {
+        self.mode.lock().unwrap().unwrap_or(Mode::Normal)
+    }
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = Some(mode);
+    }
+    fn count(&self, resource_type: &str) -> usize {
+        let stored = self.stored.lock().unwrap();
+        stored
+            .iter()
+            .filter(|r| r["resourceType"] == resource_type)
+            .count()
+    }
+    fn last_headers(&self) -> HeaderMap {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn fhir_json(status: StatusCode, extra: &[(header::HeaderName, String)], body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/fhir+json;charset=UTF-8".parse().unwrap(),
+    );
+    for (name, value) in extra {
+        h.insert(name.clone(), value.parse().unwrap());
+    }
+    resp
+}
+
+fn operation_outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
+    let body = json!({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": code, "diagnostics": diagnostics}]});
+    fhir_json(status, &[], &body)
+}
+
+/// Does `resource` carry the identifier in `identifier=system|value`?
+fn matches(resource: &Value, search: &str) -> bool {
+    let Some((system, value)) = search
+        .strip_prefix("identifier=")
+        .and_then(|s| s.split_once('|'))
+    else {
+        return false;
+    };
+    resource["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|i| i["system"] == system && i["value"] == value)
+}
+
+/// Create `resource` as `rtype` under the conditional-create rules: `(status, stored)`.
+fn create(peer: &Peer, rtype: &str, mut resource: Value, if_none_exist: Option<&str>) -> Response {
+    if resource["resourceType"] != rtype {
+        let found = resource["resourceType"].as_str().unwrap_or("").to_owned();
+        return operation_outcome(
+            StatusCode::BAD_REQUEST,
+            "processing",
+            &format!(
+                "HAPI-0450: Incorrect resource type found, expected \"{rtype}\" but found \"{found}\""
+            ),
+        );
+    }
+    let mut stored = peer.stored.lock().unwrap();
+    if let Some(search) = if_none_exist {
+        let found: Vec<&Value> = stored
+            .iter()
+            .filter(|r| r["resourceType"] == rtype && matches(r, search))
+            .collect();
+        match found.len() {
+            0 => {}
+            1 => return fhir_json(StatusCode::OK, &[], found[0]),
+            n => {
+                return operation_outcome(
+                    StatusCode::PRECONDITION_FAILED,
+                    "processing",
+                    &format!(
+                        "HAPI-0958: Failed to CREATE resource with match URL \"{search}\" because this search matched {n} resources"
+                    ),
+                );
+            }
+        }
+    }
+    let id = (1000 + stored.len()).to_string();
+    resource["id"] = json!(id);
+    resource["meta"] = json!({"versionId": "1"});
+    stored.push(resource.clone());
+    let location = format!("/fhir/{rtype}/{id}/_history/1");
+    fhir_json(
+        StatusCode::CREATED,
+        &[(header::LOCATION, location)],
+        &resource,
+    )
+}
+
+/// Answers that do not depend on the request (the test switched the peer's mode).
+async fn fault(peer: &Peer) -> Option<Response> {
+    match peer.mode() {
+        Mode::Normal => None,
+        Mode::Unavailable => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "2")],
+                "<html><body><h1>503 Service Unavailable</h1></body></html>",
+            )
+                .into_response(),
+        ),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            None
+        }
+        Mode::Unauthorized => Some(operation_outcome(
+            StatusCode::UNAUTHORIZED,
+            "login",
+            "HAPI-0644: Missing or invalid Authorization header",
+        )),
+    }
+}
+
+async fn fhir_create(
+    State(peer): State<Arc<Peer>>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    peer.seen.lock().unwrap().push(headers.clone());
+    if let Some(answer) = fault(&peer).await {
+        return answer;
+    }
+    let Ok(resource) = serde_json::from_slice::<Value>(&body) else {
+        return operation_outcome(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            "HAPI-1861: Failed to parse JSON",
+        );
+    };
+    let search = headers.get("if-none-exist").and_then(|v| v.to_str().ok());
+    create(&peer, &rtype, resource, search)
+}
+
+/// `POST [base]` with a transaction Bundle: each POST entry is created (with its own
+/// `request.ifNoneExist`), answered by a transaction-response.
+async fn fhir_transaction(State(peer): State<Arc<Peer>>, body: Bytes) -> Response {
+    let bundle: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if bundle["resourceType"] != "Bundle" || bundle["type"] != "transaction" {
+        return operation_outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "expected a transaction Bundle",
+        );
+    }
+    let mut entries = Vec::new();
+    for entry in bundle["entry"].as_array().into_iter().flatten() {
+        let url = entry["request"]["url"].as_str().unwrap_or("");
+        let answer = create(
+            &peer,
+            url,
+            entry["resource"].clone(),
+            entry["request"]["ifNoneExist"].as_str(),
+        );
+        let status = answer.status();
+        let location = answer
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        entries.push(json!({"response": {
+            "status": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")),
+            "location": location,
+        }}));
+    }
+    let body = json!({"resourceType": "Bundle", "id": "tx-1", "type": "transaction-response", "entry": entries});
+    fhir_json(StatusCode::OK, &[], &body)
+}
+
+/// `POST /openmrs/ws/rest/v1/patient`, Basic `admin:Admin123`.
+async fn openmrs_patient(
+    State(peer): State<Arc<Peer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use base64::Engine;
+    peer.seen.lock().unwrap().push(headers.clone());
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("admin:Admin123")
+    );
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        let body = json!({"error": {"message": "User is not logged in", "code": "org.openmrs.api.context.Context", "detail": ""}});
+        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    }
+    let patient: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if patient.get("person").is_none() {
+        let body = json!({"error": {
+            "message": "[Invalid Submission]",
+            "code": "webservices.rest.error.invalid.submission",
+            "globalErrors": [],
+            "fieldErrors": {"person": [{"code": "error.null", "message": "Person is required"}]}
+        }});
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    let mut stored = peer.stored.lock().unwrap();
+    let uuid = format!("5c8d2f3e-0000-4000-8000-{:012}", stored.len() + 1);
+    stored.push(json!({"resourceType": "Patient", "uuid": uuid}));
+    let answer = json!({"uuid": uuid, "display": "100-8 - Jane Test"});
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+/// The FHIR and OpenMRS stand-ins on one server: `http://<addr>/fhir`, `…/openmrs/ws/rest/v1`.
+async fn start_peer() -> (SocketAddr, Arc<Peer>) {
+    let peer = Arc::new(Peer::default());
+    let app = Router::new()
+        .route("/fhir", routing::post(fhir_transaction))
+        .route("/fhir/{rtype}", routing::post(fhir_create))
+        .route(
+            "/openmrs/ws/rest/v1/patient",
+            routing::post(openmrs_patient),
+        )
+        .with_state(peer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, peer)
+}
+
+/// One destination from `keys` (a `[[destinations]]` body) through the real config parser.
+fn destination(keys: &str) -> Destination {
+    let text = format!("[gateway]\ndata_dir = \"/tmp/pg\"\n[[destinations]]\n{keys}");
+    let mut config = pocketgate::config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    config.destinations.remove(0)
+}
+
+fn client(keys: &str) -> DestClient {
+    DestClient::new(&destination(keys)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A file holding `secret`, kept until the test ends.
+fn secret_file(secret: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{secret}\n")).unwrap();
+    file
+}
+
+fn hapi(addr: SocketAddr, token: &tempfile::NamedTempFile, extra: &str) -> DestClient {
+    client(&format!(
+        "id = \"hapi\"\nkind = \"fhir\"\nurl = \"http://{addr}/fhir\"\ntoken_file = \"{}\"\n{extra}\n\
+         [destinations.headers]\nX-Tenant = \"clinic-a\"\n",
+        token.path().display()
+    ))
+}
+
+/// The stand-in peer and a `hapi` client for it (bearer token `hapi-token-1`; the token file
+/// lives as long as the returned handle).
+async fn hapi_peer(extra: &str) -> (DestClient, Arc<Peer>, tempfile::NamedTempFile) {
+    let (addr, peer) = start_peer().await;
+    let token = secret_file("hapi-token-1");
+    (hapi(addr, &token, extra), peer, token)
+}
+
+fn patient(mrn: &str) -> Value {
+    json!({"resourceType": "Patient",
+           "identifier": [{"system": "urn:clinic-a:mrn", "value": mrn}],
+           "name": [{"family": "Test", "given": ["Jane"]}]})
+}
+
+fn post(path: &str, body: Value, if_none_exist: Option<&str>) -> DestRequest {
+    DestRequest {
+        method: Method::Post,
+        path: path.into(),
+        headers: Vec::new(),
+        body: DestBody::Json(body),
+        if_none_exist: if_none_exist.map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fhir_create_returns_the_server_id_and_the_next_step_uses_it() {
+    let (hapi, peer, _token) = hapi_peer("").await;
+    let created = hapi.send(&post("Patient", patient("MRN-1"), None)).await;
+    assert_eq!(created.outcome, DestOutcome::Delivered, "{created:?}");
+    assert_eq!(created.status, Some(201));
+    assert_eq!(created.response["id"], "1000");
+    assert_eq!(
+        created.response["location"],
+        "/fhir/Patient/1000/_history/1"
+    );
+    let seen = peer.last_headers();
+    for (name, value) in [
+        ("content-type", "application/fhir+json"),
+        ("accept", "application/fhir+json"),
+        ("authorization", "Bearer hapi-token-1"),
+        ("x-tenant", "clinic-a"),
+    ] {
+        assert_eq!(
+            seen.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name}"
+        );
+    }
+    // Chaining: the Observation refers to the patient the first step created.
+    let subject = format!("Patient/{}", created.response["id"].as_str().unwrap());
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "HIV-1 viral load"}, "subject": {"reference": subject}});
+    let next = hapi.send(&post("Observation", observation, None)).await;
+    assert_eq!(next.outcome, DestOutcome::Delivered, "{next:?}");
+    let stored = peer.stored.lock().unwrap().clone();
+    assert_eq!(stored[1]["subject"]["reference"], "Patient/1000");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_create_resent_gives_the_same_id_and_no_duplicate() {
+    let (hapi, peer, _token) = hapi_peer("").await;
+    let search = "identifier=urn:clinic-a:mrn|MRN-7";
+    let first = hapi
+        .send(&post("Patient", patient("MRN-7"), Some(search)))
+        .await;
+    // The answer to the first was "lost": the outbox sends the same request again.
+    let again = hapi
+        .send(&post("Patient", patient("MRN-7"), Some(search)))
+        .await;
+    assert_eq!((first.status, again.status), (Some(201), Some(200)));
+    assert_eq!(again.outcome, DestOutcome::Delivered);
+    assert_eq!(first.response["id"], again.response["id"]);
+    assert_eq!(peer.count("Patient"), 1);
+    assert_eq!(
+        peer.last_headers()
+            .get("if-none-exist")
+            .and_then(|v| v.to_str().ok()),
+        Some(search)
+    );
+    // Two patients already carry the identifier: 412, rejected, nothing created.
+    hapi.send(&post("Patient", patient("MRN-9"), None)).await;
+    hapi.send(&post("Patient", patient("MRN-9"), None)).await;
+    let twice = "identifier=urn:clinic-a:mrn|MRN-9";
+    let d = hapi
+        .send(&post("Patient", patient("MRN-9"), Some(twice)))
+        .await;
+    assert_eq!(d.status, Some(412));
+    assert!(
+        matches!(&d.outcome, DestOutcome::Rejected { why } if why.contains("If-None-Exist") && why.contains("matched 2 resources")),
+        "{d:?}"
+    );
+    assert_eq!(peer.count("Patient"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operation_outcome_400_is_rejected_with_its_diagnostics() {
+    let (hapi, _peer, _token) = hapi_peer("").await;
+    let d = hapi
+        .send(&post(
+            "Patient",
+            json!({"resourceType": "Observation"}),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        d.outcome,
+        DestOutcome::Rejected {
+            why: "HTTP 400: error processing: HAPI-0450: Incorrect resource type found, expected \"Patient\" but found \"Observation\"".into()
+        }
+    );
+    assert_eq!(d.response["body"]["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_bundle_answers_each_entry() {
+    let (hapi, peer, _token) = hapi_peer("").await;
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("MRN-20"), "request": {"method": "POST", "url": "Patient",
+            "ifNoneExist": "identifier=urn:clinic-a:mrn|MRN-20"}},
+        {"resource": {"resourceType": "Observation", "status": "final"},
+            "request": {"method": "POST", "url": "Observation"}}]});
+    let d = hapi.send(&post("", bundle, None)).await;
+    assert_eq!(d.outcome, DestOutcome::Delivered, "{d:?}");
+    assert_eq!(
+        d.response["entries"],
+        json!([
+            {"status": 201, "location": "/fhir/Patient/1000/_history/1", "id": "1000"},
+            {"status": 201, "location": "/fhir/Observation/1001/_history/1", "id": "1001"}
+        ])
+    );
+    assert_eq!(peer.count("Observation"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unavailable_retries_after_its_retry_after_and_401_pauses() {
+    let (hapi, peer, _token) = hapi_peer("").await;
+    peer.set_mode(Mode::Unavailable);
+    let d = hapi.send(&post("Patient", patient("MRN-2"), None)).await;
+    assert_eq!(d.status, Some(503));
+    assert!(
+        matches!(&d.outcome, DestOutcome::Retry { why, after: Some(a) } if why.starts_with("HTTP 503: <html>") && *a == Duration::from_secs(2)),
+        "{d:?}"
+    );
+    peer.set_mode(Mode::Unauthorized);
+    let d = hapi.send(&post("Patient", patient("MRN-2"), None)).await;
+    assert_eq!(
+        d.outcome,
+        DestOutcome::Pause {
+            why: "HTTP 401: the credentials were refused (error login: HAPI-0644: Missing or invalid Authorization header)".into()
+        }
+    );
+    assert_eq!(peer.count("Patient"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_answers_retries_within_the_timeout() {
+    let (hapi, peer, _token) = hapi_peer("timeout = \"1s\"").await;
+    peer.set_mode(Mode::Hang);
+    let d = hapi.send(&post("Patient", patient("MRN-3"), None)).await;
+    assert_eq!(
+        d.outcome,
+        DestOutcome::Retry {
+            why: "no answer within 1s".into(),
+            after: None
+        }
+    );
+    assert!(
+        d.took >= Duration::from_secs(1) && d.took < Duration::from_secs(3),
+        "{:?}",
+        d.took
+    );
+    // Nobody listening at all: retried too, with the reason.
+    let closed = crate::support::free_addr();
+    let d = client(&format!(
+        "id = \"gone\"\nkind = \"http\"\nurl = \"http://{closed}\"\n"
+    ))
+    .send(&post("x", json!({}), None))
+    .await;
+    assert!(
+        matches!(&d.outcome, DestOutcome::Retry { why, .. } if why.starts_with("could not connect")),
+        "{d:?}"
+    );
+}
+
+/// A listener that answers TLS with plain HTTP: the handshake fails, which pauses (a person
+/// must fix the URL or the trust), never retries forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_failure_pauses() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let d = client(&format!(
+        "id = \"tls\"\nkind = \"fhir\"\nurl = \"https://{addr}/fhir\"\n"
+    ))
+    .send(&post("Patient", patient("x"), None))
+    .await;
+    assert!(
+        matches!(&d.outcome, DestOutcome::Pause { why } if why.starts_with("TLS failed")),
+        "{d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openmrs_gets_basic_auth_and_returns_the_uuid_or_its_field_errors() {
+    let (addr, peer) = start_peer().await;
+    let password = secret_file("Admin123");
+    let keys = |pw: &std::path::Path| {
+        format!(
+            "id = \"openmrs\"\nkind = \"http\"\nurl = \"http://{addr}/openmrs/ws/rest/v1\"\n\
+             username = \"admin\"\npassword_file = \"{}\"\n",
+            pw.display()
+        )
+    };
+    let openmrs = client(&keys(password.path()));
+    let person = json!({"person": "0a1b-person", "identifiers": [{"identifier": "100-8"}]});
+    let d = openmrs.send(&post("patient", person, None)).await;
+    assert_eq!(
+        (d.outcome.clone(), d.status),
+        (DestOutcome::Delivered, Some(201)),
+        "{d:?}"
+    );
+    assert_eq!(d.response["id"], "5c8d2f3e-0000-4000-8000-000000000001");
+    assert_eq!(
+        peer.last_headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let d = openmrs
+        .send(&post("patient", json!({"identifiers": []}), None))
+        .await;
+    assert_eq!(
+        d.outcome,
+        DestOutcome::Rejected {
+            why: "HTTP 400: [Invalid Submission]; person: Person is required".into()
+        }
+    );
+    let wrong = secret_file("nope");
+    let d = client(&keys(wrong.path()))
+        .send(&post("patient", json!({"person": "p"}), None))
+        .await;
+    assert!(matches!(d.outcome, DestOutcome::Pause { .. }), "{d:?}");
+    assert_eq!(peer.stored.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_listener_receives_the_bytes_and_its_reply_is_kept() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // Read one MLLP-framed message (ends FS CR), answer, close.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(b"\x1c\r") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"\x0bMSA|AA|1\x1c\r").await;
+                let _ = tx.send(got);
+            });
+        }
+    });
+    let msg = "\x0bMSH|^~\\&|POCKETGATE\rOBX|1|NM|HIV1VL||763\x1c\r";
+    let tcp = client(&format!(
+        "id = \"lis\"\nkind = \"tcp\"\naddress = \"{addr}\"\nread_reply = true\n"
+    ));
+    let req = DestRequest {
+        method: Method::Post,
+        path: String::new(),
+        headers: Vec::new(),
+        body: DestBody::Text(msg.into()),
+        if_none_exist: None,
+    };
+    let d = tcp.send(&req).await;
+    assert_eq!(d.outcome, DestOutcome::Delivered, "{d:?}");
+    assert_eq!(rx.recv().await.unwrap(), msg.as_bytes());
+    assert_eq!(
+        d.response,
+        json!({"bytes_sent": msg.len(), "text": "\x0bMSA|AA|1\x1c\r"})
+    );
+    assert_eq!(d.status, None);
+    // JSON bodies go as their serialization; without read_reply nothing is awaited.
+    let plain = client(&format!(
+        "id = \"lis\"\nkind = \"tcp\"\naddress = \"{addr}\"\n"
+    ));
+    let d = plain.send(&post("", json!({"v": "\x1c\r"}), None)).await;
+    assert_eq!(d.outcome, DestOutcome::Delivered);
+    assert_eq!(rx.recv().await.unwrap(), br#"{"v":"\u001c\r"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_socket_receives_one_datagram_and_an_oversize_one_is_refused() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let udp = client(&format!(
+        "id = \"syslog\"\nkind = \"udp\"\naddress = \"{addr}\"\n"
+    ));
+    let text = |s: String| DestRequest {
+        method: Method::Post,
+        path: String::new(),
+        headers: Vec::new(),
+        body: DestBody::Text(s),
+        if_none_exist: None,
+    };
+    let d = udp
+        .send(&text("<134>pocketgate: result 42 delivered".into()))
+        .await;
+    assert_eq!(d.outcome, DestOutcome::Delivered, "{d:?}");
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"<134>pocketgate: result 42 delivered");
+
+    let d = udp.send(&text("x".repeat(MAX_UDP_BYTES + 1))).await;
+    assert_eq!(
+        d.outcome,
+        DestOutcome::Rejected {
+            why: "the body is 65508 bytes, over the 65507-byte limit".into()
+        }
+    );
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
+    assert!(nothing.is_err(), "an oversize datagram was sent");
+}
+
+/// A config file with destinations loads, and a missing secret is named with the destination.
+#[test]
+fn config_file_with_destinations_loads_and_a_missing_secret_names_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pocketgate.toml");
+    let text = "[gateway]\ndata_dir = \"/tmp/pg\"\n\n[[destinations]]\nid = \"hapi\"\nkind = \"fhir\"\n\
+         url = \"https://fhir.example.org/fhir\"\ntoken_file = \"/nonexistent/hapi-token\"\n\n\
+         [[destinations]]\nid = \"lis\"\nkind = \"tcp\"\naddress = \"lis.lan:6661\"\nheaders = { A = \"b\" }\n";
+    std::fs::write(&path, text).unwrap();
+    let e = pocketgate::config::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "destinations[1].headers (line 14): not used by kind \"tcp\""
+    );
+    std::fs::write(&path, text.replace("headers = { A = \"b\" }\n", "")).unwrap();
+    let config = pocketgate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.destinations.len(), 2);
+    let e = DestClient::new(&config.destinations[0]).unwrap_err();
+    assert!(
+        e.starts_with("destination \"hapi\": cannot read secret file /nonexistent/hapi-token"),
+        "{e}"
+    );
+    assert!(DestClient::new(&config.destinations[1]).is_ok());
+}

@@ -754,6 +754,21 @@ enabled = false
         assert!(e[0].message.contains("[[destinations]]"), "{}", e[0]);
     }
 
+    /// The example in docs/config.md parses, so the documentation cannot rot.
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/config.md");
+        let section = doc.split("## `[[destinations]]`").nth(1).unwrap_or("");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|t| t.split("```").next())
+            .unwrap_or("");
+        let c = parse(&format!("{BASE}{example}")).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<_> = c.destinations.iter().map(|d| d.kind().name()).collect();
+        assert_eq!(kinds, ["fhir", "http", "tcp"]);
+    }
+
     #[test]
     fn host_port_forms() {
         for (text, shown) in [

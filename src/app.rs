@@ -143,10 +143,24 @@ fn start_sync(config: &Config, store: &Store, tasks: &mut JoinSet<()>) -> anyhow
             config.store.path.clone(),
             client,
             d.clone(),
-            rc,
+            rc.clone(),
         );
         info!(url = %d.url, "DHIS2 sync enabled");
         tasks.spawn(deliver.run());
+        for dest in config.destinations.iter().filter(|d| d.enabled) {
+            let client = crate::sync::dest::DestClient::new(dest)
+                .map_err(|e| anyhow::anyhow!("destination {}: {e}", dest.id.0))?;
+            tasks.spawn(
+                pipeline::dest::DestLane::new(
+                    store.clone(),
+                    config.store.path.clone(),
+                    client,
+                    dest.clone(),
+                    rc.clone(),
+                )
+                .run(),
+            );
+        }
     } else {
         info!("no [dhis2] section: buffering only");
     }
@@ -171,6 +185,32 @@ pub fn sync_parts(
             lines.join("\n")
         )
     })?;
+    // A Tempr naming a destination the config lacks (or has turned off) would queue requests
+    // nothing sends: refuse to start, naming both.
+    let unknown: Vec<String> = temprs
+        .iter()
+        .filter_map(|t| t.target.as_ref().map(|g| (t, g)))
+        .filter(|(_, g)| {
+            !config
+                .destinations
+                .iter()
+                .any(|d| d.enabled && d.id.0 == g.destination)
+        })
+        .map(|(t, g)| {
+            format!(
+                "{}: destination {:?} is not an enabled [[destinations]] entry of the config",
+                t.source_file.display(),
+                g.destination
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "Temprs in {}:\n{}",
+            d.temprs_dir.display(),
+            unknown.join("\n")
+        );
+    }
     let rc = pipeline::RenderCtx {
         temprs: Arc::new(temprs),
         limits: tempr::Limits::default(),

@@ -469,7 +469,12 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 let store = Store::open(&config.store.path, WriterSettings::default())?;
                 if resume {
                     store
-                        .write(|tx| outbox::set_state(tx, "paused", None))
+                        .write(|tx| {
+                            outbox::set_state(tx, "paused", None)?;
+                            // Every [[destinations]] lane too (pipeline/dest.rs `paused:<id>`).
+                            tx.execute("DELETE FROM sync_state WHERE key LIKE 'paused:%'", [])
+                                .map(|_| ())
+                        })
                         .await?;
                     println!("sync resumed");
                 }

@@ -2,6 +2,7 @@
 //! and the ids that name sources and stored records.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -134,4 +135,81 @@ pub struct Dhis2Request {
     /// The JSON payload (`{"events":[…]}`, `{"trackedEntities":[…]}`, `{"dataValues":[…]}`); null for Get.
     #[serde(default)]
     pub body: serde_json::Value,
+}
+
+/// HTTP method of a [`DestRequest`] (a closed set; stored as `"POST"` …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// What is sent. Stored as `{"type": "json", "value": …}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum DestBody {
+    #[default]
+    None,
+    Json(Value),
+    Xml(String),
+    Text(String),
+}
+
+/// One request to a destination, as a Tempr renders it and the outbox stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DestRequest {
+    pub method: Method,
+    /// Relative to the destination URL, may include a query: `"Patient"`,
+    /// `"patient?v=full"`; empty = the URL itself (a FHIR transaction). Ignored by tcp/udp.
+    #[serde(default)]
+    pub path: String,
+    /// Extra headers; they win over the destination's static ones. Ignored by tcp/udp.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub body: DestBody,
+    /// FHIR conditional create: the search (`identifier=http://clinic.example/mrn|123`) sent as
+    /// `If-None-Exist`. Ignored by tcp/udp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_none_exist: Option<String>,
+}
+
+/// The id of the DHIS2 destination (the `[dhis2]` section) in the outbox's `destination` column.
+pub const DHIS2_DESTINATION: &str = "dhis2";
+
+/// What one Tempr run produces, for the system its file names (`destination`; DHIS2 when none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Dhis2(Dhis2Request),
+    /// For the `[[destinations]]` entry `destination`.
+    Dest {
+        destination: String,
+        request: DestRequest,
+    },
+}
+
+impl Payload {
+    /// The outbox lane this request waits in.
+    pub fn destination(&self) -> &str {
+        match self {
+            Payload::Dhis2(_) => DHIS2_DESTINATION,
+            Payload::Dest { destination, .. } => destination,
+        }
+    }
+}
+
+/// What kind of JSON value `v` is, for error messages ("not an object but a string").
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

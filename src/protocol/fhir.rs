@@ -26,6 +26,7 @@
 //! `observed_at` is normalised to `YYYY-MM-DDTHH:MM:SS` (a date-only value stays a date); a
 //! stated UTC offset is kept in `extra.observed_at_offset`, never applied.
 
+use crate::record::json_kind as kind_of;
 use crate::record::{Device, Observation};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -239,17 +240,6 @@ fn join(path: &str, key: &str) -> String {
 
 fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn expected(path: &str, what: &str, got: &Value) -> DecodeError {

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_web.sql"),
     include_str!("migrations/0005_counts.sql"),
     include_str!("migrations/0006_web_history.sql"),
+    include_str!("migrations/0007_destinations.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.

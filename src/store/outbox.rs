@@ -2,7 +2,9 @@
 //! run inside [`Store::write`](super::Store::write) on the writer thread.
 
 use super::RecordStatus;
-use crate::record::{Dhis2Request, Endpoint, Observation, RecordId};
+use crate::record::{
+    DHIS2_DESTINATION, DestRequest, Dhis2Request, Endpoint, Observation, Payload, RecordId,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A stored message waiting for its Temprs.
@@ -42,7 +44,18 @@ pub struct NewRequest {
     pub tempr: String,
     pub tempr_version: u32,
     pub step: u32,
-    pub request: Dhis2Request,
+    pub request: Payload,
+}
+
+/// One request waiting in a `[[destinations]]` lane (the DHIS2 lane reads [`OutboxRow`]s).
+#[derive(Debug, Clone)]
+pub struct DestRow {
+    pub id: i64,
+    pub message_id: RecordId,
+    pub tempr: String,
+    pub step: u32,
+    pub request: DestRequest,
+    pub attempts: u32,
 }
 
 fn endpoint_str(e: Endpoint) -> &'static str {
@@ -139,17 +152,26 @@ pub fn record_render(conn: &Connection, id: RecordId, rendered: &Rendered) -> ru
 }
 
 pub fn insert_request(conn: &Connection, id: RecordId, r: &NewRequest) -> rusqlite::Result<i64> {
-    let body = serde_json::to_string(&r.request).map_err(json_err)?;
+    let (endpoint, body) = match &r.request {
+        Payload::Dhis2(req) => (
+            endpoint_str(req.endpoint),
+            serde_json::to_string(req).map_err(json_err)?,
+        ),
+        Payload::Dest { request, .. } => {
+            ("request", serde_json::to_string(request).map_err(json_err)?)
+        }
+    };
     conn.prepare_cached(
-        "INSERT INTO outbox (message_id, tempr, tempr_version, step, endpoint, request, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        "INSERT INTO outbox (message_id, tempr, tempr_version, step, destination, endpoint, request, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
     )?
     .execute(params![
         id.0,
         r.tempr,
         r.tempr_version,
         r.step,
-        endpoint_str(r.request.endpoint),
+        r.request.destination(),
+        endpoint,
         body
     ])?;
     Ok(conn.last_insert_rowid())
@@ -162,19 +184,13 @@ pub fn insert_request(conn: &Connection, id: RecordId, r: &NewRequest) -> rusqli
 pub fn due(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<OutboxRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, message_id, tempr, tempr_version, step, request, attempts, next_attempt_ms FROM outbox
-         WHERE status = 'pending' ORDER BY id LIMIT ?1",
+         WHERE destination = 'dhis2' AND status = 'pending' ORDER BY id LIMIT ?1",
     )?;
     let now = now_ms();
     let rows = stmt
         .query_map(params![limit as i64], |r| {
             let body: String = r.get(5)?;
-            let request: Dhis2Request = serde_json::from_str(&body).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?;
+            let request: Dhis2Request = from_json(5, &body)?;
             let next: i64 = r.get(7)?;
             Ok((
                 next,
@@ -197,15 +213,57 @@ pub fn due(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<OutboxRow>> 
         .collect())
 }
 
-/// Milliseconds until the head of the queue is due (None: nothing pending).
+/// Milliseconds until the head of the DHIS2 lane is due (None: nothing pending).
 pub fn next_due_in_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    next_due_in_ms_for(conn, DHIS2_DESTINATION)
+}
+
+/// Milliseconds until the head of `destination`'s lane is due (None: nothing pending).
+pub fn next_due_in_ms_for(conn: &Connection, destination: &str) -> rusqlite::Result<Option<i64>> {
     let next: Option<i64> = conn
         .prepare_cached(
-            "SELECT next_attempt_ms FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1",
+            "SELECT next_attempt_ms FROM outbox WHERE destination = ?1 AND status = 'pending'
+             ORDER BY id LIMIT 1",
         )?
-        .query_row([], |r| r.get(0))
+        .query_row([destination], |r| r.get(0))
         .optional()?;
     Ok(next.map(|t| (t - now_ms()).max(0)))
+}
+
+/// The head of a `[[destinations]]` lane, if its retry time has come. One row at a time and
+/// first-in first-out, like the DHIS2 lane ([`due`]): a row waiting for its retry holds back
+/// the rows behind it in this lane only; other lanes go on.
+pub fn due_dest(conn: &Connection, destination: &str) -> rusqlite::Result<Option<DestRow>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT id, message_id, tempr, step, request, attempts, next_attempt_ms FROM outbox
+             WHERE destination = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+        )?
+        .query_row([destination], |r| {
+            let body: String = r.get(4)?;
+            Ok((
+                r.get::<_, i64>(6)?,
+                DestRow {
+                    id: r.get(0)?,
+                    message_id: RecordId(r.get(1)?),
+                    tempr: r.get(2)?,
+                    step: r.get(3)?,
+                    request: from_json(4, &body)?,
+                    attempts: r.get(5)?,
+                },
+            ))
+        })
+        .optional()?;
+    Ok(row
+        .filter(|(next, _)| *next <= now_ms())
+        .map(|(_, row)| row))
+}
+
+/// A stored request's JSON, or the column's conversion error.
+fn from_json<T: serde::de::DeserializeOwned>(column: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub fn mark_delivered(conn: &Connection, row: i64, response: &str) -> rusqlite::Result<()> {

@@ -46,57 +46,17 @@ pub const REASON_CHARS: usize = 300;
 /// tcp `read_reply`: the reply is complete after this much silence (or when the peer closes).
 pub const TCP_REPLY_IDLE: Duration = Duration::from_secs(1);
 
-/// HTTP method of a [`DestRequest`] (a closed set; stored as `"POST"` …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-}
+pub use crate::record::{DestBody, DestRequest, Method};
 
-impl Method {
-    fn http(self) -> reqwest::Method {
-        match self {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
-            Method::Put => reqwest::Method::PUT,
-            Method::Patch => reqwest::Method::PATCH,
-            Method::Delete => reqwest::Method::DELETE,
-        }
+/// The reqwest method of a stored [`Method`].
+fn http_method(m: Method) -> reqwest::Method {
+    match m {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Delete => reqwest::Method::DELETE,
     }
-}
-
-/// What is sent. Stored as `{"type": "json", "value": …}`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "type", content = "value", rename_all = "lowercase")]
-pub enum DestBody {
-    #[default]
-    None,
-    Json(Value),
-    Xml(String),
-    Text(String),
-}
-
-/// One request to a destination, as a Tempr renders it and the outbox stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DestRequest {
-    pub method: Method,
-    /// Relative to the destination URL, may include a query: `"Patient"`,
-    /// `"patient?v=full"`; empty = the URL itself (a FHIR transaction). Ignored by tcp/udp.
-    #[serde(default)]
-    pub path: String,
-    /// Extra headers; they win over the destination's static ones. Ignored by tcp/udp.
-    #[serde(default)]
-    pub headers: Vec<(String, String)>,
-    #[serde(default)]
-    pub body: DestBody,
-    /// FHIR conditional create: the search (`identifier=http://clinic.example/mrn|123`) sent as
-    /// `If-None-Exist`. Ignored by tcp/udp.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub if_none_exist: Option<String>,
 }
 
 /// What to do with a request after the destination answered (or did not).
@@ -295,7 +255,7 @@ impl DestClient {
             Ok(url) => url,
             Err(why) => return rejected(why),
         };
-        let mut rb = http.request(req.method.http(), &url);
+        let mut rb = http.request(http_method(req.method), &url);
         if let Some((content_type, bytes)) = self.body_bytes(&req.body) {
             if bytes.len() > MAX_REQUEST_BYTES {
                 return rejected(too_large(bytes.len(), MAX_REQUEST_BYTES));

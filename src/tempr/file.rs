@@ -25,7 +25,14 @@ struct RawTempr {
     #[serde(default = "yes")]
     enabled: bool,
     kind: Spanned<RawKind>,
-    endpoint: Spanned<Endpoint>,
+    /// Required for DHIS2 Temprs; a Tempr with `destination` has none.
+    #[serde(default)]
+    endpoint: Option<Spanned<Endpoint>>,
+    /// A `[[destinations]]` id: the Tempr sends there instead of DHIS2 (target.rs).
+    #[serde(default)]
+    destination: Option<Spanned<String>>,
+    #[serde(default)]
+    request: Option<super::target::RawRequest>,
     #[serde(default)]
     next: Option<Spanned<String>>,
     #[serde(rename = "match", default)]
@@ -211,9 +218,35 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
         c.error(line, "next", "a Tempr cannot be its own next");
     }
     let matcher = match_from_raw(&mut c, raw.matcher);
-    let endpoint = *raw.endpoint.get_ref();
-    let endpoint_line = c.line(&raw.endpoint.span());
     let kind_line = c.line(&raw.kind.span());
+    let target = super::target::from_raw(
+        &mut c,
+        raw.destination,
+        raw.request,
+        *raw.kind.get_ref() == RawKind::Builder,
+    );
+    let (endpoint, endpoint_line) = match (&raw.endpoint, &target) {
+        (Some(e), None) => (*e.get_ref(), c.line(&e.span())),
+        (None, None) => {
+            c.error(
+                kind_line,
+                "endpoint",
+                "missing: say which DHIS2 API this Tempr feeds (tracker, events, data_value_sets, get), or name a `destination`",
+            );
+            (Endpoint::Tracker, kind_line)
+        }
+        (Some(e), Some(_)) => {
+            let line = c.line(&e.span());
+            c.error(
+                line,
+                "endpoint",
+                "a Tempr with `destination` sends there, not to a DHIS2 endpoint; remove one of them",
+            );
+            (*e.get_ref(), line)
+        }
+        // Not read for a destination Tempr (its request carries method and path).
+        (None, Some(_)) => (Endpoint::Tracker, kind_line),
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
 
     // Exactly the source that fits the kind.
@@ -313,6 +346,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
             enabled: raw.enabled,
             matcher,
             endpoint,
+            target,
             kind,
             next,
             source_file: path.to_path_buf(),

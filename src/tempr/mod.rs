@@ -1,9 +1,10 @@
 //! Temprs: what turns one stored record into one DHIS2 request.
 //!
 //! A Tempr says which records it applies to ([`Match`]), how to build the request ([`TemprKind`]:
-//! a no-code [`Builder`] mapping table, a minijinja [`Template`], or a JavaScript [`Script`]) and
-//! where it goes ([`Endpoint`]). Each lives in one TOML file (config/temprs/README.md documents
-//! the format); [`TemprSet::load_dir`] loads a directory and reports every bad file at once.
+//! a no-code [`Builder`] mapping table, a minijinja [`Template`], a [`Mustache`] template, or a
+//! JavaScript [`Script`]) and where it goes ([`Endpoint`]). Each lives in one TOML file
+//! (config/temprs/README.md documents the format); [`TemprSet::load_dir`] loads a directory and
+//! reports every bad file at once.
 //!
 //! [`apply`] is pure: record JSON (see [`record_view`]) + context JSON in, [`Dhis2Request`] out.
 //! Object UIDs come from [`deterministic_uid`], so rendering the same record twice gives the same
@@ -17,17 +18,21 @@
 mod builder;
 mod dates;
 mod file;
+mod mustache;
 mod path;
 mod script;
+mod target;
 mod template;
 mod uid;
 
 pub use builder::Builder;
+pub use mustache::Mustache;
 pub use script::{Script, abandoned_threads};
+pub use target::{BodyFormat, Target};
 pub use template::Template;
 pub use uid::{deterministic_uid, is_uid};
 
-use crate::record::{Dhis2Request, Endpoint, Observation};
+use crate::record::{Dhis2Request, Endpoint, Observation, Payload};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -49,17 +54,21 @@ pub struct Tempr {
     pub matcher: Match,
     /// Where the request goes when the output does not say (`{"endpoint": …, "body": …}`).
     pub endpoint: Endpoint,
+    /// Another system than DHIS2 (`destination` and `[request]` in the file); `None` = DHIS2.
+    pub target: Option<Target>,
     pub kind: TemprKind,
     /// The Tempr that receives this one's DHIS2 response (`ctx.previous`).
     pub next: Option<String>,
     pub source_file: PathBuf,
 }
 
-/// How a Tempr builds its request; all three produce the same [`Dhis2Request`].
+/// How a Tempr builds its request; all four produce the same [`Dhis2Request`].
 #[derive(Debug, Clone)]
 pub enum TemprKind {
     Builder(Builder),
     Template(Template),
+    /// A Mustache template (mustache.js's language, as Open Interop's Temprs use).
+    Mustache(Mustache),
     Script(Script),
 }
 
@@ -84,7 +93,8 @@ impl Tempr {
 /// Limits for one [`apply`]; every template run and script run is bounded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// minijinja fuel (≈ instructions) per render.
+    /// minijinja fuel (≈ instructions) per render; for a Mustache Tempr, its render steps (one
+    /// per tag and one per list item of a section).
     pub template_fuel: u64,
     /// Wall-clock budget of one script run; past it the run is reported as
     /// [`TemprError::ScriptTimeout`] and its thread abandoned (the loop limit ends it).
@@ -155,6 +165,28 @@ pub enum TemprError {
     },
     #[error("template ran out of fuel ({fuel}): a loop too large for one record?")]
     TemplateFuel { fuel: u64 },
+    /// A Mustache render took more steps (one per tag, one per list item) than
+    /// [`Limits::template_fuel`]; `partial` names the partial the tag is in.
+    #[error(
+        "mustache {}: more than {budget} render steps (the template_fuel limit): a section over too long a list?",
+        mustache_at(partial, *line)
+    )]
+    MustacheSteps {
+        budget: u64,
+        partial: Option<String>,
+        line: usize,
+    },
+    /// Mustache sections and partials nested deeper than 64 (`mustache::MAX_DEPTH`) while
+    /// rendering.
+    #[error(
+        "mustache {}: sections and partials nested deeper than {max}: does a partial include itself?",
+        mustache_at(partial, *line)
+    )]
+    MustacheDepth {
+        max: usize,
+        partial: Option<String>,
+        line: usize,
+    },
     #[error("output is larger than the limit of {limit} bytes")]
     OutputTooLarge { limit: usize },
     #[error("output is not JSON (output line {line}, column {column}): {message}")]
@@ -209,6 +241,14 @@ impl TemprError {
 
 fn line_suffix(line: Option<usize>) -> String {
     line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+/// `template line 3` or `partial "row" line 2`.
+fn mustache_at(partial: &Option<String>, line: usize) -> String {
+    match partial {
+        Some(p) => format!("partial {p:?} line {line}"),
+        None => format!("template line {line}"),
+    }
 }
 
 fn field_prefix(field: &str) -> String {
@@ -392,13 +432,10 @@ pub fn apply(
     let request = match &tempr.kind {
         TemprKind::Builder(b) => b.build(record, ctx, tempr.endpoint)?,
         TemprKind::Template(t) => {
-            let text = t.render(tempr, record, ctx, limits)?;
-            let value: Value = serde_json::from_str(&text).map_err(|e| TemprError::NotJson {
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })?;
-            request_from_output(value, tempr.endpoint)?
+            request_from_text(&t.render(tempr, record, ctx, limits)?, tempr.endpoint)?
+        }
+        TemprKind::Mustache(m) => {
+            request_from_text(&m.render(tempr, record, ctx, limits)?, tempr.endpoint)?
         }
         TemprKind::Script(s) => request_from_output(s.run(record, ctx, limits)?, tempr.endpoint)?,
     };
@@ -410,6 +447,33 @@ pub fn apply(
     }
     validate_request(&request)?;
     Ok(request)
+}
+
+/// Run a Tempr for one record: a DHIS2 request ([`apply`]) or, for a Tempr that names a
+/// `destination`, that destination's request (target.rs).
+pub fn render(
+    tempr: &Tempr,
+    record: &Arc<Value>,
+    ctx: &Value,
+    limits: &Limits,
+) -> Result<Payload, TemprError> {
+    match &tempr.target {
+        None => apply(tempr, record, ctx, limits).map(Payload::Dhis2),
+        Some(t) => target::render(tempr, t, record, ctx, limits).map(|request| Payload::Dest {
+            destination: t.destination.clone(),
+            request,
+        }),
+    }
+}
+
+/// A template's rendered text (minijinja or Mustache): JSON, then as [`request_from_output`].
+fn request_from_text(text: &str, default: Endpoint) -> Result<Dhis2Request, TemprError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| TemprError::NotJson {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    request_from_output(value, default)
 }
 
 /// Either an envelope `{"endpoint": …, "body": …}` / `{"endpoint": "get", "path": …}`, or the

@@ -929,6 +929,7 @@ pub fn temprs_json(set: &TemprSet) -> Vec<Value> {
             let kind = match &t.kind {
                 TemprKind::Builder(_) => "builder",
                 TemprKind::Template(_) => "template",
+                TemprKind::Mustache(_) => "mustache",
                 TemprKind::Script(_) => "script",
             };
             json!({"name": t.name, "version": t.version, "description": t.description, "enabled": t.enabled,

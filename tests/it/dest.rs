@@ -670,3 +670,193 @@ fn config_file_with_destinations_loads_and_a_missing_secret_names_the_destinatio
     );
     assert!(DestClient::new(&config.destinations[1]).is_ok());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the gateway: Temprs naming a destination, each destination in its own outbox lane.
+
+use crate::support::{
+    Dhis2Sim, Gateway, dhis2_block, free_addr, numbered_messages, statuses, tcp_source,
+    wait_settled,
+};
+use pocketgate::sim::{self as device, SimOptions};
+
+const OU: &str = "OuClinicA01";
+
+/// A FHIR Observation per HbA1c result, created once (If-None-Exist on the sample id), then the
+/// chain's next step: a DHIS2 event that carries the id the FHIR server gave the Observation.
+const FHIR_TEMPR: &str = r#"
+name = "hba1c-fhir"
+version = 1
+kind = "template"
+destination = "hapi"
+next = "hba1c-after-fhir"
+template = '''
+{% set r = record.results["HbA1c"] %}
+{"path": "Observation",
+ "if_none_exist": {{ ("identifier=urn:pocketgate:sample|" ~ record.sample_id)|tojson }},
+ "body": {"resourceType": "Observation", "status": "final",
+          "identifier": [{"system": "urn:pocketgate:sample", "value": {{ record.sample_id|tojson }}}],
+          "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+          "valueQuantity": {"value": {{ r.value|float }}, "unit": "%"}}}
+'''
+
+[match]
+test_codes = "HbA1c"
+"#;
+
+const AFTER_FHIR_TEMPR: &str = r#"
+name = "hba1c-after-fhir"
+version = 1
+kind = "template"
+endpoint = "tracker"
+template = '''
+{% set r = record.results["HbA1c"] %}
+{"events": [{
+  "event": {{ uid(record.source ~ ":" ~ record.sample_id ~ ":LabStage001")|tojson }},
+  "program": "LabRslts001", "programStage": "LabStage001",
+  "orgUnit": {{ ctx.org_unit|tojson }},
+  "occurredAt": {{ r.observed_at|dhis2_datetime|tojson }},
+  "status": "COMPLETED",
+  "dataValues": [
+    {"dataElement": "LabTestCode", "value": {{ ("fhir:Observation/" ~ ctx.previous.id)|tojson }}},
+    {"dataElement": "LabResult01", "value": {{ ("POSITIVE" if r.value|float >= 6.5 else "NEGATIVE")|tojson }}},
+    {"dataElement": "LabValue001", "value": {{ r.value|tojson }}}
+  ]
+}]}
+'''
+"#;
+
+fn gateway_with(
+    sim: &Dhis2Sim,
+    fhir: SocketAddr,
+    token: &tempfile::NamedTempFile,
+    temprs: &[(&str, &str)],
+) -> (Gateway, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in temprs {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
+    let addr = free_addr();
+    let gw = Gateway::start(&format!(
+        "{}\n{}\n[[destinations]]\nid = \"hapi\"\nkind = \"fhir\"\nurl = \"http://{fhir}/fhir\"\n\
+         token_file = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\ntimeout = \"5s\"\n",
+        tcp_source("afinion", addr, "30s"),
+        dhis2_block(sim, dir.path(), OU),
+        token.path().display()
+    ));
+    gw.wait_listening(addr);
+    (gw, addr, dir)
+}
+
+async fn send(addr: SocketAddr, msgs: &[Vec<u8>]) -> usize {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    device::play(&mut s, msgs, &SimOptions::default())
+        .await
+        .unwrap()
+        .acked
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chain_creates_the_fhir_observation_then_the_dhis2_event_carries_its_id() {
+    let sim = Dhis2Sim::start("2.41.3");
+    let (fhir, peer) = start_peer().await;
+    let token = secret_file("hapi-token-1");
+    let (gw, addr, _t) = gateway_with(
+        &sim,
+        fhir,
+        &token,
+        &[("fhir.toml", FHIR_TEMPR), ("after.toml", AFTER_FHIR_TEMPR)],
+    );
+    assert_eq!(send(addr, &numbered_messages(3)).await, 3);
+    let settled = wait_settled(&gw, 3, Duration::from_secs(60));
+    assert!(
+        settled.iter().all(|(s, _)| s == "delivered"),
+        "{settled:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(peer.count("Observation"), 3);
+    let ids: Vec<String> = peer
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| format!("fhir:Observation/{}", r["id"].as_str().unwrap()))
+        .collect();
+    let events = sim.events();
+    assert_eq!(events.len(), 3, "{:#}", sim.objects());
+    for e in &events {
+        let code = e["dataValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|dv| dv["dataElement"] == "LabTestCode")
+            .and_then(|dv| dv["value"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ids.contains(&code), "{code} not one of {ids:?}");
+    }
+    assert_eq!(
+        peer.last_headers()["authorization"],
+        "Bearer hapi-token-1",
+        "the destination's token"
+    );
+
+    // The analyzer resends: stored once, no second Observation and no second event.
+    assert_eq!(send(addr, &numbered_messages(3)).await, 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(peer.count("Observation"), 3);
+    assert_eq!(sim.events().len(), 3);
+}
+
+/// The same results go to DHIS2 (its own Tempr) and to FHIR; FHIR answers 503 for a while.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
+    let sim = Dhis2Sim::start("2.41.3");
+    let (fhir, peer) = start_peer().await;
+    peer.set_mode(Mode::Unavailable);
+    let token = secret_file("hapi-token-1");
+    let fhir_only = FHIR_TEMPR.replace("next = \"hba1c-after-fhir\"\n", "");
+    let (gw, addr, _t) = gateway_with(
+        &sim,
+        fhir,
+        &token,
+        &[
+            ("fhir.toml", &fhir_only),
+            (
+                "dhis2.toml",
+                include_str!("../fixtures/temprs/hba1c-event.toml"),
+            ),
+        ],
+    );
+    assert_eq!(send(addr, &numbered_messages(10)).await, 10);
+    // DHIS2 gets every event while FHIR refuses.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.events().len() < 10 {
+        assert!(std::time::Instant::now() < until, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(peer.count("Observation"), 0);
+    // Not delivered yet: each message still has its FHIR request pending.
+    assert!(
+        statuses(&gw).iter().all(|(s, _)| s == "rendered"),
+        "{:?}",
+        statuses(&gw)
+    );
+    let link = gw
+        .reader()
+        .conn()
+        .query_row(
+            "SELECT value FROM sync_state WHERE key = 'link:hapi'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    assert!(link.starts_with("down: hapi: "), "{link}");
+
+    peer.set_mode(Mode::Normal);
+    let settled = wait_settled(&gw, 10, Duration::from_secs(60));
+    assert!(settled.iter().all(|(s, _)| s == "delivered"), "{settled:?}");
+    assert_eq!(peer.count("Observation"), 10, "each result once");
+    assert_eq!(sim.events().len(), 10);
+}

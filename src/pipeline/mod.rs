@@ -4,8 +4,10 @@
 //! `pending` until DHIS2's answer has been classified and committed, so a crash re-sends it with
 //! the same deterministic UIDs (an update under CREATE_AND_UPDATE, never a duplicate).
 
+pub mod dest;
+
 use crate::config::Dhis2Settings;
-use crate::record::{Dhis2Request, Endpoint, RecordId};
+use crate::record::{Dhis2Request, Endpoint, Payload, RecordId};
 use crate::store::outbox::{self, NewRequest, OutboxRow, Rendered, ToRender};
 use crate::store::{Reader, Store, StoreError};
 use crate::sync::classify::{ObjectError, Outcome};
@@ -39,12 +41,17 @@ pub struct RenderCtx {
 }
 
 impl RenderCtx {
-    pub fn ctx(&self, previous: Option<(&Value, &Dhis2Request)>) -> Value {
+    /// `previous`: the last chain step's response and request (either system's, as JSON).
+    pub fn ctx(&self, previous: Option<(&Value, Value)>) -> Value {
+        let (response, request) = match previous {
+            Some((resp, req)) => (resp.clone(), req),
+            None => (Value::Null, Value::Null),
+        };
         json!({
             "gateway": { "name": self.gateway },
             "org_unit": self.org_unit,
-            "previous": previous.map(|(resp, _)| resp.clone()),
-            "previous_request": previous.map(|(_, req)| serde_json::to_value(req).unwrap_or(Value::Null)),
+            "previous": response,
+            "previous_request": request,
         })
     }
 
@@ -58,9 +65,11 @@ impl RenderCtx {
         let ctx = self.ctx(None);
         let mut out = Vec::new();
         for t in heads {
-            match tempr::apply(t, &record, &ctx, &self.limits) {
+            match tempr::render(t, &record, &ctx, &self.limits) {
                 Ok(request) => {
-                    if let Err(e) = self.check(&request) {
+                    if let Payload::Dhis2(r) = &request
+                        && let Err(e) = self.check(r)
+                    {
                         return Rendered::Failed(format!("Tempr {} v{}: {e}", t.name, t.version));
                     }
                     out.push(NewRequest {
@@ -103,19 +112,21 @@ impl RenderCtx {
         }
     }
 
-    /// Render the next step of a chain with the previous step's response.
+    /// Render the next step of a chain with the previous step's response: `tempr` at `step`
+    /// sent `request` (JSON) and got `response`.
     fn render_next(
         &self,
         m: &ToRender,
-        row: &OutboxRow,
+        tempr: &str,
+        step: u32,
+        request: Value,
         response: &Value,
     ) -> Option<Result<NewRequest, String>> {
-        let current = self.temprs.get(&row.tempr)?;
+        let current = self.temprs.get(tempr)?;
         let next_name = current.next.as_ref()?;
         let Some(next) = self.temprs.get(next_name) else {
             return Some(Err(format!(
-                "Tempr {} names next {next_name}, which does not exist",
-                row.tempr
+                "Tempr {tempr} names next {next_name}, which does not exist"
             )));
         };
         let record = tempr::record_view(m.id.0, &m.source, &m.received_at, &m.observations);
@@ -123,13 +134,13 @@ impl RenderCtx {
         if !next.enabled || !next.matcher.matches(&record) {
             return None;
         }
-        let ctx = self.ctx(Some((response, &row.request)));
+        let ctx = self.ctx(Some((response, request)));
         Some(
-            tempr::apply(next, &record, &ctx, &self.limits)
+            tempr::render(next, &record, &ctx, &self.limits)
                 .map(|request| NewRequest {
                     tempr: next.name.clone(),
                     tempr_version: next.version,
-                    step: row.step + 1,
+                    step: step + 1,
                     request,
                 })
                 .map_err(|e| format!("Tempr {} v{}: {e}", next.name, next.version)),
@@ -633,7 +644,13 @@ impl Deliver {
             }
             stats.delivered += 1;
             let next = match self.read(|c| outbox::message(c, row.message_id))? {
-                Some(m) => self.rc.render_next(&m, &row, body),
+                Some(m) => self.rc.render_next(
+                    &m,
+                    &row.tempr,
+                    row.step,
+                    serde_json::to_value(&row.request).unwrap_or(Value::Null),
+                    body,
+                ),
                 None => None,
             };
             plan.push((row, Ok(()), next));

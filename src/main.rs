@@ -385,6 +385,20 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             if let Some(why) = outbox::get_state(conn, "paused")? {
                 println!("          PAUSED: {why} (fix it, then `pocketgate sync --resume`)");
             }
+            for d in &config.destinations {
+                let id = &d.id.0;
+                let link = outbox::get_state(conn, &pipeline::dest::link_key(id))?
+                    .unwrap_or_else(|| "unknown".into());
+                let (pending, rejected) = outbox::lane_counts(conn, id)?;
+                let off = if d.enabled { "" } else { " (disabled)" };
+                println!(
+                    "{id} ({}){off}: link {link}, pending {pending}, rejected {rejected}",
+                    d.kind().name()
+                );
+                if let Some(why) = outbox::get_state(conn, &pipeline::dest::paused_key(id))? {
+                    println!("          PAUSED: {why} (fix it, then `pocketgate sync --resume`)");
+                }
+            }
         }
         Command::Capture {
             port,

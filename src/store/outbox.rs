@@ -365,6 +365,15 @@ pub fn set_state(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite:
     Ok(())
 }
 
+/// Pending and rejected rows of one destination's lane (`pocketgate status`, the web page).
+pub fn lane_counts(conn: &Connection, destination: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM outbox WHERE destination = ?1 AND status = 'pending'),
+                (SELECT count(*) FROM outbox WHERE destination = ?1 AND status = 'rejected')",
+    )?
+    .query_row([destination], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
 /// Counts of outbox rows by status (`pocketgate sync` progress, tests).
 pub fn outbox_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     // Trigger-kept counts (migration 0005): the same cost at a million rows as at ten.

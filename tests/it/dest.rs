@@ -853,6 +853,21 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
         )
         .unwrap();
     assert!(link.starts_with("down: hapi: "), "{link}");
+    // What a person sees with `pocketgate status`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pocketgate"))
+        .args(["status", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("hapi (fhir)"))
+        .unwrap_or("");
+    assert!(
+        line.contains("link down: hapi: ") && line.contains("pending 10, rejected 0"),
+        "{text}"
+    );
 
     peer.set_mode(Mode::Normal);
     let settled = wait_settled(&gw, 10, Duration::from_secs(60));

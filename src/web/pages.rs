@@ -300,6 +300,19 @@ pub struct SourceRow {
     pub total: i64,
 }
 
+/// One `[[destinations]]` lane as the dashboard shows it (pipeline/dest.rs keeps the state).
+#[derive(Serialize)]
+pub struct DestinationRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub enabled: bool,
+    /// `up`, `down: <why>` or `unknown` (nothing sent yet).
+    pub link: String,
+    pub paused: Option<String>,
+    pub pending: i64,
+    pub rejected: i64,
+}
+
 /// What the dashboard and `GET /api/v1/status` show.
 #[derive(Serialize)]
 pub struct Status {
@@ -315,6 +328,7 @@ pub struct Status {
     pub paused: Option<String>,
     pub server_version: Option<String>,
     pub last_delivery: Option<String>,
+    pub destinations: Vec<DestinationRow>,
     pub days: Vec<q::Day>,
     /// The last message commit that failed (why devices are being NAKed).
     pub store_failure: Option<crate::store::CommitFailure>,
@@ -352,6 +366,30 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
                 q::last_delivery(c)?,
                 q::daily(c, &dates)?,
             ))
+        })
+        .await?;
+    let lanes: Vec<(String, &'static str, bool)> = config
+        .destinations
+        .iter()
+        .map(|d| (d.id.0.clone(), d.kind().name(), d.enabled))
+        .collect();
+    let destinations = web
+        .read(move |c| {
+            let mut rows = Vec::with_capacity(lanes.len());
+            for (id, kind, enabled) in lanes {
+                let (pending, rejected) = outbox::lane_counts(c, &id)?;
+                rows.push(DestinationRow {
+                    link: outbox::get_state(c, &crate::pipeline::dest::link_key(&id))?
+                        .unwrap_or_else(|| "unknown".into()),
+                    paused: outbox::get_state(c, &crate::pipeline::dest::paused_key(&id))?,
+                    id,
+                    kind,
+                    enabled,
+                    pending,
+                    rejected,
+                });
+            }
+            Ok(rows)
         })
         .await?;
     let listening = web.listening();
@@ -425,6 +463,7 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
         paused,
         server_version: version,
         last_delivery: last,
+        destinations,
         days,
         store_failure: web.store.last_failure(),
         disk: super::disk::space(&config.gateway.data_dir),
@@ -502,6 +541,7 @@ pub async fn dashboard(
             chart => chart(&s.days), days => s.days, sources => s.sources, messages => s.messages,
             outbox => s.outbox, dhis2 => s.dhis2_configured, link => s.link, paused => s.paused,
             server_version => s.server_version, last_delivery => s.last_delivery,
+            destinations => s.destinations,
             store_failure => s.store_failure, disk => s.disk, fridges => fridges,
         },
     )

@@ -16,7 +16,7 @@ use super::{RenderCtx, backoff};
 use crate::config::destinations::Destination;
 use crate::store::outbox::{self, DestRow};
 use crate::store::{Reader, Store, StoreError};
-use crate::sync::dest::{DestClient, DestOutcome};
+use crate::sync::dest::{Delivery, DestClient, DestOutcome};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub struct DestLane {
     dest: Destination,
     rc: RenderCtx,
     reader: Option<Reader>,
+    /// When old exchanges were last pruned.
+    pruned_at: Option<std::time::Instant>,
 }
 
 impl DestLane {
@@ -56,6 +58,7 @@ impl DestLane {
             dest,
             rc,
             reader: None,
+            pruned_at: None,
         }
     }
 
@@ -122,6 +125,9 @@ impl DestLane {
         let d = self.client.send(&row.request).await;
         debug!(destination = %id, row = row.id, outcome = d.outcome.kind(), status = ?d.status, took = ?d.took, "sent");
         let response = d.response.to_string();
+        if self.dest.store_exchanges {
+            self.keep_exchange(&row, &d, &response).await?;
+        }
         match d.outcome {
             DestOutcome::Delivered => {
                 let next = self
@@ -184,6 +190,53 @@ impl DestLane {
             }
         }
         Ok(true)
+    }
+
+    /// `store_exchanges = true`: keep what was sent and answered; exchanges older than
+    /// `keep_exchanges` are deleted at most once a minute, a bounded batch at a time.
+    async fn keep_exchange(
+        &mut self,
+        row: &DestRow,
+        d: &Delivery,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        let (id, request, response) = (
+            self.id().to_owned(),
+            row.request.clone(),
+            response.to_owned(),
+        );
+        let (outbox_id, outcome, status) = (row.id, d.outcome.kind(), d.status);
+        let took_ms = d.took.as_millis() as i64;
+        let prune = self
+            .pruned_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if prune {
+            self.pruned_at = Some(std::time::Instant::now());
+        }
+        let cutoff = crate::store::retention::cutoff(
+            time::OffsetDateTime::now_utc(),
+            self.dest.keep_exchanges,
+        );
+        self.store
+            .write_derived(move |tx| {
+                outbox::insert_exchange(
+                    tx,
+                    &outbox::Exchange {
+                        destination: &id,
+                        outbox_id,
+                        request: &request,
+                        outcome,
+                        status,
+                        response: &response,
+                        took_ms,
+                    },
+                )?;
+                if prune {
+                    outbox::prune_exchanges(tx, &id, &cutoff, 1_000)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     fn backoff(&self, row: &DestRow) -> Duration {

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_counts.sql"),
     include_str!("migrations/0006_web_history.sql"),
     include_str!("migrations/0007_destinations.sql"),
+    include_str!("migrations/0008_exchanges.sql"),
 ];
 
 /// Lifecycle of a stored message. Mirrors the CHECK constraint on `messages.status`.

@@ -365,6 +365,49 @@ pub fn set_state(conn: &Connection, key: &str, value: Option<&str>) -> rusqlite:
     Ok(())
 }
 
+/// One exchange with a destination, as `exchanges` keeps it (migration 0008).
+pub struct Exchange<'a> {
+    pub destination: &'a str,
+    pub outbox_id: i64,
+    pub request: &'a DestRequest,
+    pub outcome: &'a str,
+    pub status: Option<u16>,
+    pub response: &'a str,
+    pub took_ms: i64,
+}
+
+pub fn insert_exchange(conn: &Connection, e: &Exchange) -> rusqlite::Result<()> {
+    let request = serde_json::to_string(e.request).map_err(json_err)?;
+    conn.prepare_cached(
+        "INSERT INTO exchanges (destination, outbox_id, at, request, outcome, status, response, took_ms)
+         VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        e.destination,
+        e.outbox_id,
+        request,
+        e.outcome,
+        e.status,
+        e.response,
+        e.took_ms
+    ])?;
+    Ok(())
+}
+
+/// Delete `destination`'s exchanges older than `cutoff` (RFC 3339 UTC), at most `limit`.
+pub fn prune_exchanges(
+    conn: &Connection,
+    destination: &str,
+    cutoff: &str,
+    limit: usize,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges
+             WHERE destination = ?1 AND at < ?2 ORDER BY id LIMIT ?3)",
+        params![destination, cutoff, limit as i64],
+    )
+}
+
 /// Pending and rejected rows of one destination's lane (`pocketgate status`, the web page).
 pub fn lane_counts(conn: &Connection, destination: &str) -> rusqlite::Result<(i64, i64)> {
     conn.prepare_cached(

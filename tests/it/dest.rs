@@ -739,13 +739,27 @@ fn gateway_with(
     let addr = free_addr();
     let gw = Gateway::start(&format!(
         "{}\n{}\n[[destinations]]\nid = \"hapi\"\nkind = \"fhir\"\nurl = \"http://{fhir}/fhir\"\n\
-         token_file = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\ntimeout = \"5s\"\n",
+         token_file = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\ntimeout = \"5s\"\n\
+         store_exchanges = true\n",
         tcp_source("afinion", addr, "30s"),
         dhis2_block(sim, dir.path(), OU),
         token.path().display()
     ));
     gw.wait_listening(addr);
     (gw, addr, dir)
+}
+
+/// Outcome and HTTP status of every kept exchange, oldest first.
+fn exchanges(gw: &Gateway) -> Vec<(String, Option<u16>)> {
+    let reader = gw.reader();
+    let mut stmt = reader
+        .conn()
+        .prepare("SELECT outcome, status FROM exchanges WHERE destination = 'hapi' ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 async fn send(addr: SocketAddr, msgs: &[Vec<u8>]) -> usize {
@@ -800,6 +814,11 @@ async fn chain_creates_the_fhir_observation_then_the_dhis2_event_carries_its_id(
         peer.last_headers()["authorization"],
         "Bearer hapi-token-1",
         "the destination's token"
+    );
+    // store_exchanges = true: each request and its answer are kept.
+    assert_eq!(
+        exchanges(&gw),
+        vec![("delivered".to_string(), Some(201)); 3]
     );
 
     // The analyzer resends: stored once, no second Observation and no second event.
@@ -867,6 +886,12 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
     assert!(
         line.contains("link down: hapi: ") && line.contains("pending 10, rejected 0"),
         "{text}"
+    );
+
+    let kept = exchanges(&gw);
+    assert!(
+        !kept.is_empty() && kept.iter().all(|e| *e == ("retry".to_string(), Some(503))),
+        "{kept:?}"
     );
 
     peer.set_mode(Mode::Normal);

@@ -3,6 +3,7 @@
 //! its file and line.
 
 use super::builder::{self, RawBuilder};
+use super::mustache::Mustache;
 use super::path::Path as RecordPath;
 use super::script::Script;
 use super::template::Template;
@@ -47,6 +48,9 @@ struct RawTempr {
     script: Option<Spanned<String>>,
     #[serde(default)]
     script_file: Option<Spanned<String>>,
+    /// kind mustache: `{{> name}}` → the template text of `name`.
+    #[serde(default)]
+    partials: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 fn yes() -> bool {
@@ -58,6 +62,7 @@ fn yes() -> bool {
 enum RawKind {
     Builder,
     Template,
+    Mustache,
     Script,
 }
 
@@ -264,7 +269,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
     let kind = *raw.kind.get_ref();
     let wanted: &[&str] = match kind {
         RawKind::Builder => &["builder"],
-        RawKind::Template => &["template", "template_file"],
+        RawKind::Template | RawKind::Mustache => &["template", "template_file"],
         RawKind::Script => &["script", "script_file"],
     };
     let fitting: Vec<&str> = given
@@ -281,6 +286,14 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
                 "not used by kind = {:?}; remove it",
                 format!("{kind:?}").to_lowercase()
             ),
+        );
+    }
+    if raw.partials.is_some() && kind != RawKind::Mustache {
+        let line = c.line_of("partials");
+        c.error(
+            line,
+            "partials",
+            "only kind = \"mustache\" has partials; remove them",
         );
     }
     if fitting.len() != 1 {
@@ -303,36 +316,41 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
             RawKind::Template => source(&mut c, dir, raw.template, raw.template_file, "template")
                 .map(|(src, off, file)| match Template::compile(src) {
                     Ok(t) => Some(TemprKind::Template(t)),
-                    Err((line, msg)) => {
-                        let (f, at) = match file {
-                            Some(f) => (f, line),
-                            None => (path.to_path_buf(), line.map(|l| l + off)),
-                        };
-                        c.errors.push(TemprError::File {
-                            file: f,
-                            line: at,
-                            field: "template".into(),
-                            message: msg,
-                        });
-                        None
+                    Err((line, msg)) => compile_failed(&mut c, file, off, "template", line, msg),
+                }),
+            RawKind::Mustache => source(&mut c, dir, raw.template, raw.template_file, "template")
+                .map(|(src, off, file)| {
+                    let partials = raw.partials.unwrap_or_default();
+                    let texts: Vec<(String, String)> = partials
+                        .iter()
+                        .map(|(name, text)| (name.clone(), text.get_ref().clone()))
+                        .collect();
+                    match Mustache::compile(&src, &texts) {
+                        Ok(m) => Some(TemprKind::Mustache(m)),
+                        Err(errors) => {
+                            for e in errors {
+                                match e.partial.and_then(|n| partials.get_key_value(&n)) {
+                                    Some((name, text)) => {
+                                        let off = inline_offset(c.text, text.span().start);
+                                        let field = format!("partials.{name}");
+                                        compile_failed(&mut c, None, off, &field, e.line, e.message)
+                                    }
+                                    None => {
+                                        let file = file.clone();
+                                        compile_failed(
+                                            &mut c, file, off, "template", e.line, e.message,
+                                        )
+                                    }
+                                };
+                            }
+                            None
+                        }
                     }
                 }),
             RawKind::Script => source(&mut c, dir, raw.script, raw.script_file, "script").map(
                 |(src, off, file)| match Script::compile(src) {
                     Ok(s) => Some(TemprKind::Script(s)),
-                    Err((line, msg)) => {
-                        let (f, at) = match file {
-                            Some(f) => (f, line),
-                            None => (path.to_path_buf(), line.map(|l| l + off)),
-                        };
-                        c.errors.push(TemprError::File {
-                            file: f,
-                            line: at,
-                            field: "script".into(),
-                            message: msg,
-                        });
-                        None
-                    }
+                    Err((line, msg)) => compile_failed(&mut c, file, off, "script", line, msg),
                 },
             ),
         }
@@ -360,6 +378,45 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
     }
 }
 
+/// Record that a template or script did not compile (always `None`, the kind it did not make):
+/// at its line in the file it was read from, or in the Tempr file when it is inline text that
+/// starts after file line `off`.
+fn compile_failed(
+    c: &mut Checker,
+    file: Option<std::path::PathBuf>,
+    off: usize,
+    field: &str,
+    line: Option<usize>,
+    message: String,
+) -> Option<TemprKind> {
+    let (file, line) = match file {
+        Some(f) => (f, line),
+        None => (c.file.to_path_buf(), line.map(|l| l + off)),
+    };
+    c.errors.push(TemprError::File {
+        file,
+        line,
+        field: field.into(),
+        message,
+    });
+    None
+}
+
+/// The Tempr file line just before line 1 of the inline text (a TOML string) starting at byte
+/// `start`: `'''` (or `"""`) followed by a newline drops that newline, so line 1 is the next line.
+fn inline_offset(text: &str, start: usize) -> usize {
+    let opener = text.get(start..start + 4).unwrap_or("");
+    let first = line_at(text, start);
+    if ["'''\n", "\"\"\"\n", "'''\r", "\"\"\"\r"]
+        .iter()
+        .any(|o| opener.starts_with(o))
+    {
+        first
+    } else {
+        first - 1
+    }
+}
+
 /// The inline text or the referenced file's text, with the line offset of inline text in the
 /// TOML file (template line 1 = file line `off + 1`) and the referenced file's path.
 fn source(
@@ -370,19 +427,7 @@ fn source(
     field: &str,
 ) -> Option<(String, usize, Option<std::path::PathBuf>)> {
     if let Some(s) = inline {
-        let start = s.span().start;
-        // `'''` followed by a newline: TOML drops that newline, so line 1 is the next file line.
-        let opener = c.text.get(start..start + 4).unwrap_or("");
-        let first = line_at(c.text, start);
-        let off = if opener.starts_with("'''\n")
-            || opener.starts_with("\"\"\"\n")
-            || opener.starts_with("'''\r")
-            || opener.starts_with("\"\"\"\r")
-        {
-            first
-        } else {
-            first - 1
-        };
+        let off = inline_offset(c.text, s.span().start);
         return Some((s.into_inner(), off, None));
     }
     let f = file?;

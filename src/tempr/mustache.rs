@@ -276,7 +276,13 @@ fn parse(src: &str) -> Result<Vec<Node>, ParseError> {
     match p.frames.last() {
         Some(f) => Err((
             Some(f.line),
-            format!("section {}#{}{} is never closed", p.open, f.raw, p.close),
+            format!(
+                "section {}{}{}{} is never closed",
+                p.open,
+                f.sigil(),
+                f.raw,
+                p.close
+            ),
         )),
         None => Ok(p.nodes),
     }
@@ -321,6 +327,13 @@ struct Frame {
     outer: Vec<Node>,
 }
 
+impl Frame {
+    /// `#` or `^`, as the section was opened.
+    fn sigil(&self) -> char {
+        if self.inverted { '^' } else { '#' }
+    }
+}
+
 /// One tag as written.
 enum Tag<'s> {
     Value { name: &'s str, escape: bool },
@@ -355,7 +368,8 @@ impl Parser {
             Some('=') => format!("={}", self.close),
             _ => self.close.clone(),
         };
-        let shown = |s: &str| -> String { s.chars().take(40).collect() };
+        let shown =
+            |s: &str| -> String { s.lines().next().unwrap_or("").chars().take(40).collect() };
         let Some(len) = src[body..].find(&closer) else {
             return Err((
                 Some(line),
@@ -446,7 +460,7 @@ impl Parser {
                     return Err((Some(line), format!("{o}/{name}{c} closes no open section")));
                 };
                 if f.raw != name {
-                    let (sigil, opened) = (if f.inverted { '^' } else { '#' }, f.line);
+                    let (sigil, opened) = (f.sigil(), f.line);
                     return Err((
                         Some(line),
                         format!(
@@ -909,6 +923,7 @@ mod tests {
     fn syntax_errors_name_the_line() {
         let cases = [
             ("a\n{{#x}}\nb", 2, "section {{#x}} is never closed"),
+            ("{{^x}}", 1, "section {{^x}} is never closed"),
             (
                 "{{#x}}\n{{/y}}",
                 2,

@@ -64,11 +64,25 @@ fn dv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn template_tempr(template: &str, endpoint: &str) -> Tempr {
+/// A `kind` Tempr file with an inline template (template line 1 = file line 6), then `rest`.
+fn text_tempr(
+    kind: &str,
+    template: &str,
+    endpoint: &str,
+    rest: &str,
+) -> Result<Tempr, Vec<TemprError>> {
     let text = format!(
-        "name = \"t\"\nversion = 1\nkind = \"template\"\nendpoint = \"{endpoint}\"\ntemplate = '''\n{template}'''\n"
+        "name = \"t\"\nversion = 1\nkind = \"{kind}\"\nendpoint = \"{endpoint}\"\ntemplate = '''\n{template}'''\n{rest}"
     );
-    Tempr::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e:?}"))
+    Tempr::parse(&text, Path::new("t.toml"))
+}
+
+fn template_tempr(template: &str, endpoint: &str) -> Tempr {
+    text_tempr("template", template, endpoint, "").unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn mustache_tempr(template: &str, rest: &str) -> Tempr {
+    text_tempr("mustache", template, "tracker", rest).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn script_tempr(script: &str) -> Tempr {
@@ -120,6 +134,7 @@ fn examples_load_and_only_chain_heads_match_s1() {
         names,
         [
             "lab-event",
+            "lab-event-mustache",
             "monthly-counts",
             "tb-lab-stage",
             "tracker-lab-event",
@@ -132,8 +147,10 @@ fn examples_load_and_only_chain_heads_match_s1() {
         .map(|t| t.name.as_str())
         .collect();
     // monthly-counts ships disabled: it needs ctx.counts, which the caller must supply first;
-    // tb-lab-stage too: it needs the case enrolled in the TB programme first (E1033).
+    // tb-lab-stage too: it needs the case enrolled in the TB programme first (E1033);
+    // lab-event-mustache would send a second event beside lab-event's.
     assert_eq!(matching, ["lab-event", "tracker-person"]);
+    assert!(!set.get("lab-event-mustache").expect("example").enabled);
     assert!(!set.get("monthly-counts").expect("monthly-counts").enabled);
     assert!(!set.get("tb-lab-stage").expect("tb-lab-stage").enabled);
     let head = set.get("tracker-person").expect("head");
@@ -890,4 +907,210 @@ fn template_cannot_read_files_or_reach_python_style_internals() {
         Err(e) => assert!(matches!(e, TemprError::Template { .. }), "{e}"),
         Ok(out) => panic!("rendered: {out:?}"),
     }
+}
+
+// --- Mustache Temprs ---------------------------------------------------------------------------
+
+#[test]
+fn lab_event_mustache_example_sends_s1_with_its_partial_and_lab_events_uid() {
+    let req = run("lab-event-mustache", &s1(), &ctx()).expect("lab-event-mustache");
+    assert_eq!(req.endpoint, Endpoint::Tracker);
+    let ev = &req.body["events"][0];
+    // The same seed as lab-event.toml's: both name the same test run.
+    assert_eq!(
+        ev["event"],
+        deterministic_uid("gx-1:PR25A137:2025-05-14T13:21:03:LabRsltStg1")
+    );
+    assert_eq!(ev["orgUnit"], "DiszpKrYNg8");
+    assert_eq!(ev["occurredAt"], "2025-05-14T13:21:03.000");
+    assert_eq!(
+        data_values(ev),
+        dv(&[
+            ("LabTestNm01", "Xpert MTB-RIF Ultra"),
+            ("LabMtbTxt01", "NOT DETECTED"),
+            ("LabSmplId01", "PR25A137"),
+            ("LabAnlzSn01", "806149"),
+        ])
+    );
+}
+
+#[test]
+fn mustache_tracker_event_is_the_request_the_equivalent_minijinja_template_makes() {
+    let mustache = mustache_tempr(
+        r#"{"events": [{
+  "event": "{{#uid}}{{{record.source}}}:{{{record.sample_id}}}:{{{record.observed_at}}}:LabRsltStg1{{/uid}}",
+  "program": "LabGxEvnt01",
+  "programStage": "LabRsltStg1",
+  "orgUnit": "{{{ctx.org_unit}}}",
+  "occurredAt": "{{#dhis2_datetime}}{{{record.observed_at}}}{{/dhis2_datetime}}",
+  "status": "COMPLETED",
+  "dataValues": [
+    {{#record.results.MTB-RIF/Xpert/MTB}}
+    {"dataElement": "LabTestNm01", "value": "{{{test_name}}}"},
+    {"dataElement": "LabMtbTxt01", "value": "{{{value}}}"},
+    {{/record.results.MTB-RIF/Xpert/MTB}}
+    {{^record.patient_id}}
+    {"dataElement": "LabNoPtId01", "value": "true"},
+    {{/record.patient_id}}
+    {"dataElement": "LabSmplId01", "value": "{{{record.sample_id}}}"}
+  ]
+}]}
+"#,
+        "",
+    );
+    let jinja = template_tempr(
+        r#"{%- set mtb = record.results["MTB-RIF/Xpert/MTB"] -%}
+{"events": [{
+  "event": {{ uid(record.source ~ ":" ~ record.sample_id ~ ":" ~ record.observed_at ~ ":LabRsltStg1")|tojson }},
+  "program": "LabGxEvnt01",
+  "programStage": "LabRsltStg1",
+  "orgUnit": {{ ctx.org_unit|tojson }},
+  "occurredAt": {{ record.observed_at|dhis2_datetime|tojson }},
+  "status": "COMPLETED",
+  "dataValues": [
+    {"dataElement": "LabTestNm01", "value": {{ mtb.test_name|tojson }}},
+    {"dataElement": "LabMtbTxt01", "value": {{ mtb.value|tojson }}},
+    {%- if not record.patient_id %}
+    {"dataElement": "LabNoPtId01", "value": "true"},
+    {%- endif %}
+    {"dataElement": "LabSmplId01", "value": {{ record.sample_id|tojson }}}
+  ]
+}]}
+"#,
+        "tracker",
+    );
+    let limits = Limits::default();
+    let from_mustache = apply(&mustache, &s1(), &ctx(), &limits).expect("mustache");
+    let from_jinja = apply(&jinja, &s1(), &ctx(), &limits).expect("minijinja");
+    assert_eq!(from_mustache, from_jinja);
+    let ev = &from_mustache.body["events"][0];
+    assert_eq!(ev["occurredAt"], "2025-05-14T13:21:03.000");
+    assert_eq!(
+        data_values(ev).len(),
+        4,
+        "S1 has no patient id: LabNoPtId01 is sent"
+    );
+}
+
+#[test]
+fn open_interop_style_triple_mustache_writes_values_as_they_are() {
+    // Open Interop templates write `"{{{field}}}"` inside JSON strings and `{{{n}}}` for numbers;
+    // double braces escape HTML like mustache.js (`/` → `&#x2F;`).
+    let t = text_tempr(
+        "mustache",
+        r#"{"dataSet": "LabMonthly1",
+ "period": "{{#dhis2_period}}{{{record.observed_at}}}{{/dhis2_period}}",
+ "orgUnit": "{{{ctx.org_unit}}}",
+ "dataValues": [
+  {"dataElement": "GxRecId001", "value": {{{record.id}}}, "comment": "{{{record.results.MTB-RIF/Xpert/MTB.test_code}}}"},
+  {"dataElement": "GxRecId002", "value": "{{record.results.MTB-RIF/Xpert/MTB.test_code}}"}
+ ]}
+"#,
+        "data_value_sets",
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let req = apply(&t, &s1(), &ctx(), &Limits::default()).expect("render");
+    assert_eq!(req.endpoint, Endpoint::DataValueSets);
+    assert_eq!(req.body["period"], "202505");
+    let values = &req.body["dataValues"];
+    assert_eq!(values[0]["value"], 12, "a JSON number, unquoted");
+    assert_eq!(values[0]["comment"], "MTB-RIF/Xpert/MTB");
+    assert_eq!(values[1]["value"], "MTB-RIF&#x2F;Xpert&#x2F;MTB");
+}
+
+#[test]
+fn mustache_limits_each_stop_with_their_own_error() {
+    let list =
+        "{\"events\": [\n{{#record.observations}}{{test_code}}{{/record.observations}}\n]}\n";
+    let t = mustache_tempr(list, "");
+    // 84 observations × (1 item + 1 tag) steps > 50.
+    let few_steps = Limits {
+        template_fuel: 50,
+        ..Limits::default()
+    };
+    let e = apply(&t, &s1(), &ctx(), &few_steps).unwrap_err();
+    assert_eq!(
+        e,
+        TemprError::MustacheSteps {
+            budget: 50,
+            partial: None,
+            line: 2
+        }
+    );
+    let small = Limits {
+        max_output_bytes: 100,
+        ..Limits::default()
+    };
+    let e = apply(&t, &s1(), &ctx(), &small).unwrap_err();
+    assert_eq!(e, TemprError::OutputTooLarge { limit: 100 });
+
+    let t = mustache_tempr("{{> again}}\n", "[partials]\nagain = \"{{> again}}\"\n");
+    let e = apply(&t, &s1(), &ctx(), &Limits::default()).unwrap_err();
+    assert_eq!(
+        e,
+        TemprError::MustacheDepth {
+            max: 64,
+            partial: Some("again".into()),
+            line: 1
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "mustache partial \"again\" line 1: sections and partials nested deeper than 64: does a partial include itself?"
+    );
+    assert!(e.is_fixable_by_user() && !e.is_record_problem());
+
+    let huge = format!("{{\"events\": []}}{}\n", " ".repeat(64 * 1024));
+    let errors = text_tempr("mustache", &huge, "tracker", "").unwrap_err();
+    assert_eq!(
+        errors[0].to_string(),
+        "t.toml: template: 65551 bytes, more than the 65536 allowed"
+    );
+}
+
+#[test]
+fn mustache_syntax_errors_are_load_errors_with_the_file_line() {
+    // Template line 1 is file line 6 (the line after `template =`).
+    let e = text_tempr("mustache", "{\n{{#record.results}}\n}\n", "tracker", "").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "t.toml line 7: template: section {{#record.results}} is never closed"
+    );
+    let e = text_tempr("mustache", "{\n\n{{#a}}{{/b}}\n", "tracker", "").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "t.toml line 8: template: {{/b}} closes {{#a}} (opened on line 3)"
+    );
+    // A partial's error names its field and file line; the template's is reported with it.
+    let rest = "[partials]\nrow = \"\"\"\nok\n{{name\n\"\"\"\n";
+    let e = text_tempr("mustache", "{{=<%>=}}\n", "tracker", rest).unwrap_err();
+    let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "t.toml line 6: template: bad delimiters `{{=<%>=}}`: give two, separated by a space, like {{=<% %>=}}",
+            "t.toml line 11: partials.row: unclosed tag `{{name`: no `}}` after it",
+        ]
+    );
+    // Partials belong to kind mustache only.
+    let e = text_tempr("template", "{}\n", "tracker", "[partials]\nrow = \"x\"\n").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "t.toml line 8: partials: only kind = \"mustache\" has partials; remove them"
+    );
+    // template_file: the error names that file and its own line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "ev.mustache", "{\n  {{^x}}\n}\n");
+    write(
+        dir.path(),
+        "ev.toml",
+        "name = \"ev\"\nversion = 1\nkind = \"mustache\"\nendpoint = \"tracker\"\ntemplate_file = \"ev.mustache\"\n",
+    );
+    let e = TemprSet::load_dir(dir.path()).unwrap_err();
+    let shown = e[0].to_string();
+    assert!(
+        shown.ends_with("ev.mustache line 2: template: section {{^x}} is never closed"),
+        "{shown}"
+    );
 }

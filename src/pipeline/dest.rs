@@ -87,13 +87,21 @@ impl DestLane {
     pub async fn run(mut self) {
         let mut changes = self.store.subscribe();
         info!(destination = %self.id(), kind = self.dest.kind().name(), "destination lane started");
+        // The pause reason last logged: said once, not on every commit while paused.
+        let mut told: Option<String> = None;
         loop {
             let paused_key = paused_key(self.id());
             let paused = self.read(|c| outbox::get_state(c, &paused_key));
             if let Ok(Some(why)) = paused {
-                warn!(destination = %self.id(), reason = %why, "destination paused; fix the cause, then run `pocketgate sync --resume`");
+                if told.as_deref() != Some(why.as_str()) {
+                    warn!(destination = %self.id(), reason = %why, "destination paused; fix the cause, then resume it on the dashboard or run `pocketgate sync --resume`");
+                    told = Some(why);
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
                 continue;
+            }
+            if told.take().is_some() {
+                info!(destination = %self.id(), "destination resumed");
             }
             match self.pass().await {
                 Ok(true) => continue,
@@ -149,10 +157,7 @@ impl DestLane {
                                 outbox::insert_request(tx, row.message_id, &req)?;
                             }
                             Some(Err(e)) => {
-                                tx.execute(
-                                    "UPDATE messages SET status = 'render_failed', error = ?2 WHERE id = ?1",
-                                    rusqlite::params![row.message_id.0, e],
-                                )?;
+                                outbox::mark_chain_failed(tx, row.message_id, &e)?;
                             }
                             None => outbox::settle_message(tx, row.message_id)?,
                         }

@@ -668,10 +668,7 @@ impl Deliver {
                                     outbox::insert_request(tx, row.message_id, req)?;
                                 }
                                 Some(Err(e)) => {
-                                    tx.execute(
-                                        "UPDATE messages SET status = 'render_failed', error = ?2 WHERE id = ?1",
-                                        rusqlite::params![row.message_id.0, e],
-                                    )?;
+                                    outbox::mark_chain_failed(tx, row.message_id, e)?;
                                     continue;
                                 }
                                 None => {}

@@ -294,6 +294,15 @@ pub fn mark_retry(conn: &Connection, row: i64, error: &str, delay_ms: i64) -> ru
     Ok(())
 }
 
+/// A chain's next step could not be rendered after the step before it was delivered: the
+/// message is `render_failed` with the Tempr's error (its delivered rows stay; a re-render
+/// after the Tempr is fixed continues the chain).
+pub fn mark_chain_failed(conn: &Connection, id: RecordId, error: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE messages SET status = 'render_failed', error = ?2 WHERE id = ?1")?
+        .execute(params![id.0, error])?;
+    Ok(())
+}
+
 /// Recompute a message's status from its outbox rows: all delivered → delivered; any rejected →
 /// rejected (with the first error); otherwise it stays rendered.
 pub fn settle_message(conn: &Connection, id: RecordId) -> rusqlite::Result<()> {

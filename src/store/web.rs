@@ -368,6 +368,14 @@ pub fn all_due_now(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
+/// Make one destination's pending rows due now ("send now" on the dashboard).
+pub fn lane_due_now(conn: &Connection, destination: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE outbox SET next_attempt_ms = 0 WHERE status = 'pending' AND destination = ?1",
+        [destination],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,7 @@ pub fn routes() -> Router<Shared> {
         .route("/temprs", get(temprs))
         .route("/temprs/{name}/test", post(tempr_test))
         .route("/dhis2/{action}", post(dhis2))
+        .route("/destinations/{id}/{action}", post(destination))
         .route("/audit", get(audit))
         .route(
             "/network",
@@ -201,6 +202,14 @@ async fn dhis2(
     Path(action): Path<String>,
 ) -> ApiResult {
     ok(json!({"result": pages::dhis2_do(&web, ctx.ip, &action).await?}))
+}
+
+async fn destination(
+    State(web): State<Shared>,
+    Extension(ctx): Extension<Ctx>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult {
+    ok(json!({"result": pages::destination_do(&web, ctx.ip, &id, &action).await?}))
 }
 
 async fn audit(State(web): State<Shared>) -> ApiResult {

@@ -457,6 +457,10 @@ pub fn router(web: Shared) -> Router {
         .route("/records/{id}/rerender", post(pages::record_rerender))
         .route("/dhis2", get(pages::dhis2).post(pages::dhis2_save))
         .route("/dhis2/{action}", post(pages::dhis2_action))
+        .route(
+            "/destinations/{id}/{action}",
+            post(pages::destination_action),
+        )
         .route("/temprs", get(pages::temprs))
         .route("/temprs/new", get(builder::page).post(builder::create))
         .route("/temprs/{name}", get(pages::tempr).post(pages::tempr_save))

@@ -344,8 +344,13 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
         .rev()
         .map(|d| rfc3339(now - time::Duration::days(d))[..10].to_owned())
         .collect();
+    let lanes: Vec<(String, &'static str, bool)> = config
+        .destinations
+        .iter()
+        .map(|d| (d.id.0.clone(), d.kind().name(), d.enabled))
+        .collect();
     #[allow(clippy::type_complexity)]
-    let (stats, messages, ob, link, paused, version, last, days): (
+    let (stats, messages, ob, link, paused, version, last, days, destinations): (
         Vec<q::SourceStats>,
         _,
         _,
@@ -354,31 +359,13 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
         Option<String>,
         Option<String>,
         Vec<q::Day>,
+        Vec<DestinationRow>,
     ) = web
         .read(move |c| {
-            Ok((
-                q::source_stats(c, &today)?,
-                q::message_counts(c)?,
-                outbox::outbox_counts(c)?,
-                outbox::get_state(c, "link")?,
-                outbox::get_state(c, "paused")?,
-                outbox::get_state(c, "server_version")?,
-                q::last_delivery(c)?,
-                q::daily(c, &dates)?,
-            ))
-        })
-        .await?;
-    let lanes: Vec<(String, &'static str, bool)> = config
-        .destinations
-        .iter()
-        .map(|d| (d.id.0.clone(), d.kind().name(), d.enabled))
-        .collect();
-    let destinations = web
-        .read(move |c| {
-            let mut rows = Vec::with_capacity(lanes.len());
+            let mut destinations = Vec::with_capacity(lanes.len());
             for (id, kind, enabled) in lanes {
                 let (pending, rejected) = outbox::lane_counts(c, &id)?;
-                rows.push(DestinationRow {
+                destinations.push(DestinationRow {
                     link: outbox::get_state(c, &crate::pipeline::dest::link_key(&id))?
                         .unwrap_or_else(|| "unknown".into()),
                     paused: outbox::get_state(c, &crate::pipeline::dest::paused_key(&id))?,
@@ -389,7 +376,17 @@ pub async fn status(web: &Web) -> Result<Status, WebError> {
                     rejected,
                 });
             }
-            Ok(rows)
+            Ok((
+                q::source_stats(c, &today)?,
+                q::message_counts(c)?,
+                outbox::outbox_counts(c)?,
+                outbox::get_state(c, "link")?,
+                outbox::get_state(c, "paused")?,
+                outbox::get_state(c, "server_version")?,
+                q::last_delivery(c)?,
+                q::daily(c, &dates)?,
+                destinations,
+            ))
         })
         .await?;
     let listening = web.listening();
@@ -1172,6 +1169,61 @@ pub async fn tempr_save(
             .await
         }
     }
+}
+
+// ---- other destinations --------------------------------------------------------------------------
+
+/// Pause, resume or send now one `[[destinations]]` lane (pipeline/dest.rs reads `paused:<id>`
+/// on each turn and wakes on the commit); returns a report.
+pub async fn destination_do(
+    web: &Web,
+    ip: IpAddr,
+    id: &str,
+    action: &str,
+) -> Result<String, WebError> {
+    if !web.config().destinations.iter().any(|d| d.id.0 == id) {
+        return Err(WebError::NotFound(format!(
+            "destination {id:?} (not in [[destinations]])"
+        )));
+    }
+    let key = crate::pipeline::dest::paused_key(id);
+    let lane = id.to_owned();
+    match action {
+        "pause" => {
+            web.store
+                .write(move |tx| outbox::set_state(tx, &key, Some("paused from the web page")))
+                .await?;
+            web.audit(ip, "destination.pause", id.to_owned()).await;
+            Ok(format!("{id} paused"))
+        }
+        "resume" => {
+            web.store
+                .write(move |tx| outbox::set_state(tx, &key, None))
+                .await?;
+            web.audit(ip, "destination.resume", id.to_owned()).await;
+            Ok(format!("{id} resumed"))
+        }
+        "sync" => {
+            let n = web
+                .store
+                .write(move |tx| q::lane_due_now(tx, &lane))
+                .await?;
+            Ok(format!("{id}: {n} pending request(s) are due now"))
+        }
+        other => Err(WebError::NotFound(format!(
+            "destination action {other:?} (pause, resume or sync)"
+        ))),
+    }
+}
+
+/// The dashboard's buttons for one destination; back to the dashboard.
+pub async fn destination_action(
+    State(web): State<Shared>,
+    Extension(ctx): Extension<Ctx>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    destination_do(&web, ctx.ip, &id, &action).await?;
+    Ok(Redirect::to("/").into_response())
 }
 
 // ---- DHIS2 ---------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ impl Peer {
             .filter(|r| r["resourceType"] == resource_type)
             .count()
     }
+    /// How many requests reached the stand-in.
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
     fn last_headers(&self) -> HeaderMap {
         self.seen
             .lock()
@@ -731,6 +735,7 @@ fn gateway_with(
     fhir: SocketAddr,
     token: &tempfile::NamedTempFile,
     temprs: &[(&str, &str)],
+    extra: &str,
 ) -> (Gateway, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     for (name, body) in temprs {
@@ -740,7 +745,7 @@ fn gateway_with(
     let gw = Gateway::start(&format!(
         "{}\n{}\n[[destinations]]\nid = \"hapi\"\nkind = \"fhir\"\nurl = \"http://{fhir}/fhir\"\n\
          token_file = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\ntimeout = \"5s\"\n\
-         store_exchanges = true\n",
+         store_exchanges = true\n{extra}",
         tcp_source("afinion", addr, "30s"),
         dhis2_block(sim, dir.path(), OU),
         token.path().display()
@@ -781,6 +786,7 @@ async fn chain_creates_the_fhir_observation_then_the_dhis2_event_carries_its_id(
         fhir,
         &token,
         &[("fhir.toml", FHIR_TEMPR), ("after.toml", AFTER_FHIR_TEMPR)],
+        "",
     );
     assert_eq!(send(addr, &numbered_messages(3)).await, 3);
     let settled = wait_settled(&gw, 3, Duration::from_secs(60));
@@ -847,6 +853,7 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
                 include_str!("../fixtures/temprs/hba1c-event.toml"),
             ),
         ],
+        "",
     );
     assert_eq!(send(addr, &numbered_messages(10)).await, 10);
     // DHIS2 gets every event while FHIR refuses.
@@ -899,4 +906,96 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
     assert!(settled.iter().all(|(s, _)| s == "delivered"), "{settled:?}");
     assert_eq!(peer.count("Observation"), 10, "each result once");
     assert_eq!(sim.events().len(), 10);
+}
+
+/// An expired token (401) pauses only the FHIR lane; the dashboard says so and its Resume
+/// button starts it again once the token is fixed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_destination_is_resumed_from_the_dashboard() {
+    use crate::web::Browser;
+    let sim = Dhis2Sim::start("2.41.3");
+    let (fhir, peer) = start_peer().await;
+    peer.set_mode(Mode::Unauthorized);
+    let token = secret_file("hapi-token-1");
+    let fhir_only = FHIR_TEMPR.replace("next = \"hba1c-after-fhir\"\n", "");
+    let web = free_addr();
+    let (gw, addr, _t) = gateway_with(
+        &sim,
+        fhir,
+        &token,
+        &[("fhir.toml", &fhir_only)],
+        &format!("[web]\nlisten = \"{web}\"\n"),
+    );
+    gw.wait_listening(web);
+    assert_eq!(send(addr, &numbered_messages(4)).await, 4);
+    let paused = || {
+        gw.reader()
+            .conn()
+            .query_row(
+                "SELECT value FROM sync_state WHERE key = 'paused:hapi'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while paused().is_none() {
+        assert!(std::time::Instant::now() < until, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let why = paused().unwrap();
+    assert!(why.contains("401"), "{why}");
+    // Paused: the lane stops sending (one 401, then nothing while it stays paused).
+    let tried = peer.requests();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(peer.requests(), tried, "a paused lane sends nothing");
+
+    let mut b = Browser::new(web);
+    let csrf = b.set_password();
+    let page = b.get("/").body;
+    assert!(page.contains("PAUSED: "), "{page}");
+    assert!(
+        page.contains("action=\"/destinations/hapi/resume\""),
+        "{page}"
+    );
+    // Unknown destination or action: 404 naming it.
+    let r = b.post_form("/destinations/nope/resume", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(
+        r.body.contains("nope") && r.body.contains("not in [[destinations]]"),
+        "{}",
+        r.body
+    );
+    let r = b.post_form("/destinations/hapi/restart", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 404, "{r:?}");
+    // Without the CSRF token nothing happens.
+    assert_eq!(b.post_form("/destinations/hapi/resume", &[]).status, 403);
+    assert!(paused().is_some());
+
+    assert_eq!(
+        gw.log()
+            .matches("destination paused; fix the cause")
+            .count(),
+        1,
+        "the pause is logged once, not on each commit while paused:\n{}",
+        gw.log()
+    );
+
+    // The token is renewed on the server; the person presses Resume.
+    peer.set_mode(Mode::Normal);
+    let r = b.post_form("/destinations/hapi/resume", &[("csrf", &csrf)]);
+    assert_eq!((r.status, r.location()), (303, "/"), "{r:?}");
+    let settled = wait_settled(&gw, 4, Duration::from_secs(60));
+    assert!(settled.iter().all(|(s, _)| s == "delivered"), "{settled:?}");
+    assert_eq!(peer.count("Observation"), 4, "each result once");
+    let page = b.get("/").body;
+    assert!(!page.contains("PAUSED"), "{page}");
+    // Pause through the API, as a script would; the page then offers Resume again.
+    let r = b.post_json("/api/v1/destinations/hapi/pause", Some(&csrf), json!({}));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(paused().as_deref(), Some("paused from the web page"));
+    let audit = b.get("/api/v1/audit").body;
+    for action in ["destination.resume", "destination.pause"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
 }

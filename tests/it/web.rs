@@ -18,10 +18,10 @@ const PASSWORD: &str = "clinic-a-admin-2026";
 
 /// One HTTP answer.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Resp {
@@ -31,11 +31,11 @@ impl Resp {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.header("location").unwrap_or("")
     }
     /// The value of the first `name="csrf"` hidden field.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let at = self
             .body
             .find("name=\"csrf\" value=\"")
@@ -46,13 +46,13 @@ impl Resp {
 }
 
 /// A tiny browser: HTTP/1.1 over a fresh connection per request, with a cookie jar.
-struct Browser {
+pub(crate) struct Browser {
     addr: SocketAddr,
     cookies: BTreeMap<String, String>,
 }
 
 impl Browser {
-    fn new(addr: SocketAddr) -> Browser {
+    pub(crate) fn new(addr: SocketAddr) -> Browser {
         Browser {
             addr,
             cookies: BTreeMap::new(),
@@ -136,11 +136,11 @@ impl Browser {
         }
     }
 
-    fn get(&mut self, path: &str) -> Resp {
+    pub(crate) fn get(&mut self, path: &str) -> Resp {
         self.send("GET", path, &[], None)
     }
 
-    fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+    pub(crate) fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
         let body = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", encode(v)))
@@ -154,7 +154,12 @@ impl Browser {
         )
     }
 
-    fn post_json(&mut self, path: &str, csrf: Option<&str>, body: serde_json::Value) -> Resp {
+    pub(crate) fn post_json(
+        &mut self,
+        path: &str,
+        csrf: Option<&str>,
+        body: serde_json::Value,
+    ) -> Resp {
         let h: Vec<(&str, &str)> = csrf.map(|c| ("X-CSRF-Token", c)).into_iter().collect();
         self.send(
             "POST",
@@ -165,7 +170,7 @@ impl Browser {
     }
 
     /// First boot: choose the admin password; returns the session's CSRF token.
-    fn set_password(&mut self) -> String {
+    pub(crate) fn set_password(&mut self) -> String {
         let page = self.get("/setup");
         assert_eq!(page.status, 200, "{page:?}");
         let r = self.post_form(

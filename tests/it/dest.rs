@@ -999,3 +999,91 @@ async fn a_paused_destination_is_resumed_from_the_dashboard() {
         assert!(audit.contains(action), "{action}: {audit}");
     }
 }
+
+/// Open Interop's shape of a chain, with its template language: a Mustache Tempr creates the
+/// patient in OpenMRS (REST, Basic auth); the next step (a minijinja Tempr: Mustache cannot
+/// compare the value with the HbA1c cut-off that DHIS2's mandatory LabResult01 needs) sends the
+/// DHIS2 event with the uuid OpenMRS gave the patient.
+const OPENMRS_TEMPR: &str = r#"
+name = "hba1c-openmrs"
+version = 1
+kind = "mustache"
+destination = "openmrs"
+next = "hba1c-after-openmrs"
+template = '''
+{"person": "person-{{{record.sample_id}}}",
+ "identifiers": [{"identifier": "{{{record.sample_id}}}",
+                  "identifierType": "05a29f94-c0ed-11e2-94be-8c13b969e334", "preferred": true}]}
+'''
+
+[request]
+path = "patient"
+
+[match]
+test_codes = "HbA1c"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chain_creates_the_openmrs_patient_then_the_dhis2_event_carries_its_uuid() {
+    let sim = Dhis2Sim::start("2.41.3");
+    let (peer_addr, peer) = start_peer().await;
+    let password = secret_file("Admin123");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openmrs.toml"), OPENMRS_TEMPR).unwrap();
+    let after = AFTER_FHIR_TEMPR
+        .replace("hba1c-after-fhir", "hba1c-after-openmrs")
+        .replace("\"fhir:Observation/\"", "\"openmrs:\"");
+    std::fs::write(dir.path().join("after.toml"), after).unwrap();
+    let addr = free_addr();
+    let gw = Gateway::start(&format!(
+        "{}\n{}\n[[destinations]]\nid = \"openmrs\"\nkind = \"http\"\n\
+         url = \"http://{peer_addr}/openmrs/ws/rest/v1\"\nusername = \"admin\"\n\
+         password_file = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\n",
+        tcp_source("afinion", addr, "30s"),
+        dhis2_block(&sim, dir.path(), OU),
+        password.path().display()
+    ));
+    gw.wait_listening(addr);
+    assert_eq!(send(addr, &numbered_messages(3)).await, 3);
+    let settled = wait_settled(&gw, 3, Duration::from_secs(60));
+    assert!(
+        settled.iter().all(|(s, _)| s == "delivered"),
+        "{settled:?}\n{}",
+        gw.log()
+    );
+    let uuids: Vec<String> = peer
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| format!("openmrs:{}", p["uuid"].as_str().unwrap()))
+        .collect();
+    assert_eq!(uuids.len(), 3, "one OpenMRS patient per result");
+    let events = sim.events();
+    assert_eq!(events.len(), 3, "{:#}", sim.objects());
+    let mut carried: Vec<String> = Vec::new();
+    for e in &events {
+        let value = |de: &str| {
+            e["dataValues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|dv| dv["dataElement"] == de)
+                .and_then(|dv| dv["value"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(!value("LabValue001").is_empty(), "{e:#}");
+        carried.push(value("LabTestCode"));
+    }
+    carried.sort();
+    let mut want = uuids.clone();
+    want.sort();
+    assert_eq!(carried, want, "each event carries its own patient's uuid");
+
+    // The analyzer resends: stored once, no second patient and no second event.
+    assert_eq!(send(addr, &numbered_messages(3)).await, 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(peer.stored.lock().unwrap().len(), 3);
+    assert_eq!(sim.events().len(), 3);
+}

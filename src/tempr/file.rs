@@ -51,6 +51,9 @@ struct RawTempr {
     /// kind mustache: `{{> name}}` → the template text of `name`.
     #[serde(default)]
     partials: Option<BTreeMap<String, Spanned<String>>>,
+    /// kind mustache: what `{{name}}` escapes (`html`, mustache.js's default, or `json`).
+    #[serde(default)]
+    escape: Option<Spanned<super::mustache::Escape>>,
 }
 
 fn yes() -> bool {
@@ -296,6 +299,14 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
             "only kind = \"mustache\" has partials; remove them",
         );
     }
+    if let Some(e) = raw.escape.as_ref().filter(|_| kind != RawKind::Mustache) {
+        let line = c.line(&e.span());
+        c.error(
+            line,
+            "escape",
+            "only kind = \"mustache\" has escape (a template Tempr writes |tojson); remove it",
+        );
+    }
     if fitting.len() != 1 {
         c.error(
             kind_line,
@@ -325,8 +336,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Tempr, Vec<TemprError>> {
                         .iter()
                         .map(|(name, text)| (name.clone(), text.get_ref().clone()))
                         .collect();
+                    let escape = raw.escape.map(|e| e.into_inner()).unwrap_or_default();
                     match Mustache::compile(&src, &texts) {
-                        Ok(m) => Some(TemprKind::Mustache(m)),
+                        Ok(m) => Some(TemprKind::Mustache(m.with_escape(escape))),
                         Err(errors) => {
                             for e in errors {
                                 match e.partial.and_then(|n| partials.get_key_value(&n)) {

@@ -44,6 +44,19 @@ pub const MAX_PARTIALS: usize = 64;
 pub struct Mustache {
     root: Vec<Node>,
     partials: BTreeMap<String, Vec<Node>>,
+    escape: Escape,
+}
+
+/// What `{{name}}` escapes (the Tempr's `escape` key); `{{{name}}}` and `{{&name}}` never do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Escape {
+    /// mustache.js's `escapeHtml`: what a template brought from Open Interop expects.
+    #[default]
+    Html,
+    /// The inside of a JSON string (`"` → `\"`, `\` → `\\`, control characters as `\n` or
+    /// `\u00XX`), so `"{{name}}"` is valid JSON whatever the value holds.
+    Json,
 }
 
 /// A syntax error in the template (`partial: None`) or in the named partial; `line` is 1-based
@@ -164,9 +177,16 @@ impl Mustache {
             Some(root) if errors.is_empty() => Ok(Mustache {
                 root,
                 partials: trees,
+                escape: Escape::Html,
             }),
             _ => Err(errors),
         }
+    }
+
+    /// The same template with `{{name}}` escaping as `escape` says.
+    pub fn with_escape(mut self, escape: Escape) -> Mustache {
+        self.escape = escape;
+        self
     }
 
     /// Render for `tempr`: the names `record`, `ctx` and `tempr` (`{name, version}`) sit at the
@@ -196,6 +216,7 @@ impl Mustache {
             roots,
             stack: data.into_iter().collect(),
             out: String::new(),
+            escape: self.escape,
             max_output: limits.max_output_bytes,
             steps: limits.template_fuel,
             budget: limits.template_fuel,
@@ -537,6 +558,7 @@ struct Renderer<'a> {
     /// The context stack, top last; one entry per open section, so bounded by [`MAX_DEPTH`].
     stack: Vec<&'a Value>,
     out: String,
+    escape: Escape,
     max_output: usize,
     /// Render steps left: one per tag and one per list item (`Limits::template_fuel`).
     steps: u64,
@@ -693,6 +715,10 @@ impl<'a> Renderer<'a> {
         if !escape {
             return self.write(&text);
         }
+        if self.escape == Escape::Json {
+            let quoted = Value::String(text.into_owned()).to_string();
+            return self.write(&quoted[1..quoted.len() - 1]);
+        }
         // mustache.js's entityMap (mustache.js 4.2.0, `escapeHtml`).
         for c in text.chars() {
             match c {
@@ -847,6 +873,27 @@ mod tests {
         );
         assert!(skipped.is_empty(), "skipped {skipped:?}");
         assert_eq!(passed, 121, "every case of the six files");
+    }
+
+    #[test]
+    fn json_escape_keeps_any_value_valid_inside_a_json_string() {
+        let t = Mustache::compile(r#"{"v": "{{v}}", "raw": "{{{v}}}"}"#, &[])
+            .unwrap()
+            .with_escape(Escape::Json);
+        let limits = Limits::default();
+        let v = json!({"v": "MTB DETECTED \"LOW\"\\ RIF/Rif\nline2 <b>"});
+        let out = t.render_in(&[], Some(&v), &limits).unwrap();
+        assert!(
+            out.starts_with(r#"{"v": "MTB DETECTED \"LOW\"\\ RIF/Rif\nline2 <b>", "raw": "#),
+            "{out}"
+        );
+        let text = Mustache::compile(r#"{"v": "{{v}}"}"#, &[])
+            .unwrap()
+            .with_escape(Escape::Json)
+            .render_in(&[], Some(&v), &limits)
+            .unwrap();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["v"], v["v"], "the value arrives as it was");
     }
 
     #[test]

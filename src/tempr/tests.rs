@@ -1070,6 +1070,43 @@ fn mustache_limits_each_stop_with_their_own_error() {
 }
 
 #[test]
+fn mustache_escape_json_keeps_an_analyzers_free_text_valid() {
+    // A comment with quotes, a backslash and a line break, as a result comment can carry.
+    let mut obs = s1_observations();
+    obs[0].value = Some("NOT DETECTED \"see note\"\\\nrepeat".into());
+    let record = record_view(12, "gx-1", "2026-11-22T10:00:00Z", &obs);
+    let template = concat!(
+        "{\"events\": [{\"program\": \"LabGxEvnt01\", \"programStage\": \"LabRsltStg1\", ",
+        "\"orgUnit\": \"{{ctx.org_unit}}\", \"occurredAt\": \"2025-05-14T13:21:03.000\", ",
+        "\"dataValues\": [{\"dataElement\": \"LabMtbTxt01\", ",
+        "\"value\": \"{{#record.observations.0}}{{value}}{{/record.observations.0}}\"}]}]}\n"
+    );
+    let t = text_tempr("mustache", template, "tracker", "escape = \"json\"\n")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let req = apply(&t, &record, &ctx(), &Limits::default()).expect("valid JSON");
+    assert_eq!(
+        req.body["events"][0]["dataValues"][0]["value"],
+        obs[0].value.as_deref().unwrap()
+    );
+    // mustache.js's default (HTML) keeps quotes out but turns the line break into raw JSON
+    // control text: the render fails with its reason, the record stays stored.
+    let html = mustache_tempr(template, "");
+    let e = apply(&html, &record, &ctx(), &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    // Only Mustache Temprs have `escape`.
+    let e = text_tempr("template", "{}\n", "tracker", "escape = \"json\"\n").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "t.toml line 8: escape: only kind = \"mustache\" has escape (a template Tempr writes |tojson); remove it"
+    );
+    let e = text_tempr("mustache", "{}\n", "tracker", "escape = \"xml\"\n").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "t.toml line 8: unknown variant `xml`, expected `html` or `json`"
+    );
+}
+
+#[test]
 fn mustache_syntax_errors_are_load_errors_with_the_file_line() {
     // Template line 1 is file line 6 (the line after `template =`).
     let e = text_tempr("mustache", "{\n{{#record.results}}\n}\n", "tracker", "").unwrap_err();

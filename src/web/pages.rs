@@ -969,8 +969,13 @@ pub fn temprs_json(set: &TemprSet) -> Vec<Value> {
                 TemprKind::Mustache(_) => "mustache",
                 TemprKind::Script(_) => "script",
             };
+            // Where its requests go: a `[[destinations]]` id, or DHIS2 and its endpoint.
+            let sends_to = match &t.target {
+                Some(target) => target.destination.clone(),
+                None => format!("DHIS2 {}", serde_json::to_value(t.endpoint).unwrap_or_default().as_str().unwrap_or("")),
+            };
             json!({"name": t.name, "version": t.version, "description": t.description, "enabled": t.enabled,
-                   "kind": kind, "matches": t.matcher.describe(), "next": t.next,
+                   "kind": kind, "sends_to": sends_to, "matches": t.matcher.describe(), "next": t.next,
                    "file": t.source_file.file_name().map(|f| f.to_string_lossy().into_owned())})
         })
         .collect()

@@ -994,6 +994,9 @@ async fn a_paused_destination_is_resumed_from_the_dashboard() {
     let r = b.post_json("/api/v1/destinations/hapi/pause", Some(&csrf), json!({}));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(paused().as_deref(), Some("paused from the web page"));
+    // The Temprs page says where each Tempr sends.
+    let temprs = b.get("/temprs").body;
+    assert!(temprs.contains("<td>hapi</td>"), "{temprs}");
     let audit = b.get("/api/v1/audit").body;
     for action in ["destination.resume", "destination.pause"] {
         assert!(audit.contains(action), "{action}: {audit}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The running gateway: its sources' tasks and the addresses its TCP servers are bound to.
 pub struct Running {
@@ -171,6 +171,18 @@ fn start_sync(config: &Config, store: &Store, tasks: &mut JoinSet<()>) -> anyhow
     Ok(())
 }
 
+/// What [`start_sync`] would refuse, without starting anything.
+fn check_sync(config: &Config) -> anyhow::Result<()> {
+    if let Some(d) = &config.dhis2 {
+        sync_parts(config, d)?;
+        for dest in config.destinations.iter().filter(|d| d.enabled) {
+            crate::sync::dest::DestClient::new(dest)
+                .map_err(|e| anyhow::anyhow!("destination {}: {e}", dest.id.0))?;
+        }
+    }
+    Ok(())
+}
+
 /// Load the Temprs and build the DHIS2 client from `[dhis2]` (reads the secret now, so a missing
 /// token file is reported at start-up with its path).
 pub fn sync_parts(
@@ -296,10 +308,12 @@ pub async fn run_from(path: std::path::PathBuf, config: Config) -> anyhow::Resul
             Some(()) = reload_rx.recv() => {
                 while reload_rx.try_recv().is_ok() {}
                 match crate::config::load(&path) {
-                    Ok(new) => {
-                        running.reload(&new, &store).await?;
-                        web.replace(new, running.listening());
-                    }
+                    Ok(new) => match running.reload(&new, &store).await {
+                        Ok(()) => web.replace(new, running.listening()),
+                        // Whatever started keeps running (sources keep answering and
+                        // committing); the log says what to fix.
+                        Err(e) => error!(error = %format!("{e:#}"), "config reload refused; keeping the running config"),
+                    },
                     Err(e) => warn!(error = %e, "config reload refused; keeping the running config"),
                 }
             }
@@ -366,6 +380,10 @@ impl Parts {
     /// Apply a new config: the sync stages restart; with new `[limits]` every source restarts,
     /// otherwise only the sources that were added, removed or edited.
     async fn reload(&mut self, new: &Config, store: &Store) -> anyhow::Result<()> {
+        // Everything the new sync stages need is checked before the running ones stop (a Tempr
+        // naming a destination the config lacks, a missing secret file, a bad CA file): a
+        // refused reload leaves the gateway as it was.
+        check_sync(new)?;
         let idle = Running {
             store: store.clone(),
             listening: Vec::new(),

@@ -128,8 +128,13 @@ where
                                 }
                             }
                         }
-                        io.write_all(&bytes).await?;
-                        io.flush().await?;
+                        let sent = match io.write_all(&bytes).await {
+                            Ok(()) => io.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = sent {
+                            return dropped(report, index, e);
+                        }
                     }
                     TxEvent::Done => {
                         report.acked.push(index);
@@ -150,7 +155,10 @@ where
             let deadline = sender.deadline().map(Instant::from_std);
             tokio::select! {
                 read = io.read(&mut buf) => {
-                    let n = read?;
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => return dropped(report, index, e),
+                    };
                     if n == 0 {
                         report.failed.push((index, "gateway closed the connection".into()));
                         return Ok(report);
@@ -170,6 +178,21 @@ where
         }
     }
     Ok(report)
+}
+
+/// The gateway's end went away mid-transfer: a reset (it died with our bytes unread) or a
+/// broken pipe is what a crash looks like to an analyzer, so it is reported like a close;
+/// other I/O errors are the simulator's own.
+fn dropped(mut report: SimReport, index: usize, e: std::io::Error) -> std::io::Result<SimReport> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    if matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted) {
+        report
+            .failed
+            .push((index, format!("gateway dropped the connection ({e})")));
+        Ok(report)
+    } else {
+        Err(e)
+    }
 }
 
 /// Flip the first checksum character so the frame no longer verifies.

@@ -1001,6 +1001,47 @@ async fn a_paused_destination_is_resumed_from_the_dashboard() {
     for action in ["destination.resume", "destination.pause"] {
         assert!(audit.contains(action), "{action}: {audit}");
     }
+    let r = b.post_json("/api/v1/destinations/hapi/resume", Some(&csrf), json!({}));
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // A Tempr edited on the page to send to a destination the config lacks is refused, and
+    // the file stays as it was.
+    let file = _t.path().join("fhir.toml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let typo = before.replace("destination = \"hapi\"", "destination = \"hapii\"");
+    let r = b.post_form("/temprs/hba1c-fhir", &[("csrf", &csrf), ("text", &typo)]);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(
+        r.body.contains("hapii") && r.body.contains("is not an enabled [[destinations]] entry"),
+        "{}",
+        r.body
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    // A stray file with the same mistake put on the card by hand: the next reload is refused
+    // with the reason, and the running gateway goes on receiving and delivering.
+    std::fs::write(
+        _t.path().join("stray.toml"),
+        typo.replace("name = \"hba1c-fhir\"", "name = \"stray\""),
+    )
+    .unwrap();
+    let edited = before.replace("version = 1", "version = 2");
+    let r = b.post_form("/temprs/hba1c-fhir", &[("csrf", &csrf), ("text", &edited)]);
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/temprs/hba1c-fhir"),
+        "{r:?}"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("config reload refused") {
+        assert!(std::time::Instant::now() < until, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gw.log().contains("hapii"), "{}", gw.log());
+    assert_eq!(send(addr, &numbered_messages(6)).await, 6);
+    let settled = wait_settled(&gw, 6, Duration::from_secs(60));
+    assert!(settled.iter().all(|(s, _)| s == "delivered"), "{settled:?}");
+    assert_eq!(peer.count("Observation"), 6);
+    assert_eq!(b.get("/").status, 200, "the web page still answers");
 }
 
 /// Open Interop's shape of a chain, with its template language: a Mustache Tempr creates the

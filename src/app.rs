@@ -171,6 +171,23 @@ fn start_sync(config: &Config, store: &Store, tasks: &mut JoinSet<()>) -> anyhow
     Ok(())
 }
 
+/// A Tempr naming a destination the config lacks (or has turned off) would queue requests
+/// nothing sends: the error naming both, checked at start, on reload and by the web editor.
+pub fn unknown_destination(config: &Config, t: &tempr::Tempr) -> Option<String> {
+    let target = t.target.as_ref()?;
+    let known = config
+        .destinations
+        .iter()
+        .any(|d| d.enabled && d.id.0 == target.destination);
+    (!known).then(|| {
+        format!(
+            "{}: destination {:?} is not an enabled [[destinations]] entry of the config",
+            t.source_file.display(),
+            target.destination
+        )
+    })
+}
+
 /// What [`start_sync`] would refuse, without starting anything.
 fn check_sync(config: &Config) -> anyhow::Result<()> {
     if let Some(d) = &config.dhis2 {
@@ -201,20 +218,7 @@ pub fn sync_parts(
     // nothing sends: refuse to start, naming both.
     let unknown: Vec<String> = temprs
         .iter()
-        .filter_map(|t| t.target.as_ref().map(|g| (t, g)))
-        .filter(|(_, g)| {
-            !config
-                .destinations
-                .iter()
-                .any(|d| d.enabled && d.id.0 == g.destination)
-        })
-        .map(|(t, g)| {
-            format!(
-                "{}: destination {:?} is not an enabled [[destinations]] entry of the config",
-                t.source_file.display(),
-                g.destination
-            )
-        })
+        .filter_map(|t| unknown_destination(config, t))
         .collect();
     if !unknown.is_empty() {
         anyhow::bail!(

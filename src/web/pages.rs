@@ -1125,19 +1125,10 @@ pub async fn save_tempr(
     let file = t.source_file.clone();
     let edited = tempr::Tempr::parse(text, &file)
         .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    // As the gateway's start checks it (app.rs): requests for a destination nothing sends to
-    // would wait for ever.
-    if let Some(target) = &edited.target
-        && !config
-            .destinations
-            .iter()
-            .any(|d| d.enabled && d.id.0 == target.destination)
-    {
-        return Err(vec![format!(
-            "{}: destination {:?} is not an enabled [[destinations]] entry of the config",
-            file.display(),
-            target.destination
-        )]);
+    // As the gateway's start checks it: requests for a destination nothing sends to would
+    // wait for ever.
+    if let Some(e) = crate::app::unknown_destination(&config, &edited) {
+        return Err(vec![e]);
     }
     let others: Vec<tempr::Tempr> = set
         .iter()

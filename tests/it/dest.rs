@@ -754,6 +754,21 @@ fn gateway_with(
     (gw, addr, dir)
 }
 
+/// FHIR_TEMPR without its chain's next step: the Observation alone.
+fn fhir_only() -> String {
+    FHIR_TEMPR.replace("next = \"hba1c-after-fhir\"\n", "")
+}
+
+/// A `sync_state` value (`link:hapi`, `paused:hapi`), if set.
+fn sync_state(gw: &Gateway, key: &str) -> Option<String> {
+    gw.reader()
+        .conn()
+        .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+}
+
 /// Outcome and HTTP status of every kept exchange, oldest first.
 fn exchanges(gw: &Gateway) -> Vec<(String, Option<u16>)> {
     let reader = gw.reader();
@@ -841,7 +856,7 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
     let (fhir, peer) = start_peer().await;
     peer.set_mode(Mode::Unavailable);
     let token = secret_file("hapi-token-1");
-    let fhir_only = FHIR_TEMPR.replace("next = \"hba1c-after-fhir\"\n", "");
+    let fhir_only = fhir_only();
     let (gw, addr, _t) = gateway_with(
         &sim,
         fhir,
@@ -869,15 +884,7 @@ async fn a_destination_that_is_down_holds_back_only_its_own_lane() {
         "{:?}",
         statuses(&gw)
     );
-    let link = gw
-        .reader()
-        .conn()
-        .query_row(
-            "SELECT value FROM sync_state WHERE key = 'link:hapi'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .unwrap();
+    let link = sync_state(&gw, "link:hapi").unwrap();
     assert!(link.starts_with("down: hapi: "), "{link}");
     // What a person sees with `pocketgate status`.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pocketgate"))
@@ -917,7 +924,7 @@ async fn a_paused_destination_is_resumed_from_the_dashboard() {
     let (fhir, peer) = start_peer().await;
     peer.set_mode(Mode::Unauthorized);
     let token = secret_file("hapi-token-1");
-    let fhir_only = FHIR_TEMPR.replace("next = \"hba1c-after-fhir\"\n", "");
+    let fhir_only = fhir_only();
     let web = free_addr();
     let (gw, addr, _t) = gateway_with(
         &sim,
@@ -928,16 +935,7 @@ async fn a_paused_destination_is_resumed_from_the_dashboard() {
     );
     gw.wait_listening(web);
     assert_eq!(send(addr, &numbered_messages(4)).await, 4);
-    let paused = || {
-        gw.reader()
-            .conn()
-            .query_row(
-                "SELECT value FROM sync_state WHERE key = 'paused:hapi'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .ok()
-    };
+    let paused = || sync_state(&gw, "paused:hapi");
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while paused().is_none() {
         assert!(std::time::Instant::now() < until, "{}", gw.log());

@@ -138,17 +138,20 @@ impl DestLane {
         }
         match d.outcome {
             DestOutcome::Delivered => {
-                let next = self
-                    .read(|c| outbox::message(c, row.message_id))?
-                    .and_then(|m| {
-                        self.rc.render_next(
-                            &m,
-                            &row.tempr,
-                            row.step,
-                            serde_json::to_value(&row.request).unwrap_or(Value::Null),
-                            &d.response,
-                        )
-                    });
+                let next = if !self.rc.has_next(&row.tempr) {
+                    None
+                } else {
+                    self.read(|c| outbox::message(c, row.message_id))?
+                        .and_then(|m| {
+                            self.rc.render_next(
+                                &m,
+                                &row.tempr,
+                                row.step,
+                                serde_json::to_value(&row.request).unwrap_or(Value::Null),
+                                &d.response,
+                            )
+                        })
+                };
                 self.store
                     .write_derived(move |tx| {
                         outbox::mark_delivered(tx, row.id, &response)?;

@@ -112,6 +112,13 @@ impl RenderCtx {
         }
     }
 
+    /// Whether `tempr` names a next step: only then does a delivered row need its message read
+    /// back (the record and the request as JSON) for [`RenderCtx::render_next`]; before, every
+    /// delivered row was (peer bench: ~6 % of the gateway's CPU for single-step Temprs).
+    pub fn has_next(&self, tempr: &str) -> bool {
+        self.temprs.get(tempr).is_some_and(|t| t.next.is_some())
+    }
+
     /// Render the next step of a chain with the previous step's response: `tempr` at `step`
     /// sent `request` (JSON) and got `response`.
     fn render_next(
@@ -643,15 +650,19 @@ impl Deliver {
                 continue;
             }
             stats.delivered += 1;
-            let next = match self.read(|c| outbox::message(c, row.message_id))? {
-                Some(m) => self.rc.render_next(
-                    &m,
-                    &row.tempr,
-                    row.step,
-                    serde_json::to_value(&row.request).unwrap_or(Value::Null),
-                    body,
-                ),
-                None => None,
+            let next = if !self.rc.has_next(&row.tempr) {
+                None
+            } else {
+                match self.read(|c| outbox::message(c, row.message_id))? {
+                    Some(m) => self.rc.render_next(
+                        &m,
+                        &row.tempr,
+                        row.step,
+                        serde_json::to_value(&row.request).unwrap_or(Value::Null),
+                        body,
+                    ),
+                    None => None,
+                }
             };
             plan.push((row, Ok(()), next));
         }

@@ -278,15 +278,23 @@ impl Store {
             path: path.to_owned(),
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         };
-        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        // The checkpointer ends once the writer has (it holds only a weak count of `writer`).
+        let writer = std::sync::Arc::new(());
+        let writer_gone = std::sync::Arc::downgrade(&writer);
         let checkpoint_path = path.to_owned();
-        thread::Builder::new()
+        let checkpointer = thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_path, &woken))
-            .map_err(spawn_err)?;
+            .spawn(move || checkpoint_loop(&checkpoint_path, &writer_gone))
+            .map_err(spawn_err)?
+            .thread()
+            .clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, &notify, &wake))
+            .spawn(move || {
+                writer_loop(conn, rx, max_batch, &notify, &checkpointer);
+                drop(writer);
+                checkpointer.unpark();
+            })
             .map_err(spawn_err)?;
         Ok(Store {
             tx,
@@ -461,23 +469,27 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// readers or the writer; what it cannot copy yet is copied next time). The WAL then restarts
 /// from its beginning at the writer's next transaction and stays small, so the writer's own
 /// backstop checkpoint (`WRITER_CHECKPOINT_PAGES`) does not fire under a steady flow. Ends when
-/// the writer does (its end of the channel is dropped).
-fn checkpoint_loop(path: &Path, woken: &std::sync::mpsc::Receiver<()>) {
+/// the writer does.
+fn checkpoint_loop(path: &Path, writer: &std::sync::Weak<()>) {
     let mut conn: Option<Connection> = None;
-    while woken.recv().is_ok() {
+    loop {
+        // Woken (unparked) by the writer after its commits, and once when it ends.
+        thread::park();
+        if writer.strong_count() == 0 {
+            return;
+        }
         thread::sleep(CHECKPOINT_EVERY);
-        while woken.try_recv().is_ok() {}
-        if conn.is_none() {
-            conn = Connection::open(path)
-                .and_then(|c| c.busy_timeout(std::time::Duration::ZERO).map(|()| c))
-                .map_err(|e| tracing::debug!(error = %e, "checkpointer cannot open the database"))
-                .ok();
-        }
-        let Some(c) = &conn else { continue };
-        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "background checkpoint did not run");
-            conn = None;
-        }
+        let c = match conn.take() {
+            Some(c) => Ok(c),
+            None => Connection::open(path)
+                .and_then(|c| c.busy_timeout(std::time::Duration::ZERO).map(|()| c)),
+        };
+        // A checkpoint that cannot run (database busy, I/O error) is tried again at the next
+        // wake-up on a fresh connection; the writer's backstop bounds the WAL meanwhile.
+        // (A connection that cannot open — out of file descriptors — is tried again likewise.)
+        conn = c
+            .ok()
+            .filter(|c| checkpoint(c, "PRAGMA wal_checkpoint(PASSIVE)").is_ok());
     }
 }
 
@@ -512,7 +524,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     changes: &tokio::sync::watch::Sender<u64>,
-    checkpoint: &std::sync::mpsc::SyncSender<()>,
+    checkpoint: &thread::Thread,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut held: Option<(Exec, Durability)> = None;
@@ -554,7 +566,7 @@ fn writer_loop(
             }
             if stored {
                 changes.send_modify(|n| *n += 1);
-                let _ = checkpoint.try_send(());
+                checkpoint.unpark();
             }
         }
         // Only a committed write wakes the stages: a failed one (disk full) changed nothing, and
@@ -563,7 +575,7 @@ fn writer_loop(
             match run_exec(&mut conn, f, durability) {
                 Some(true) => {
                     changes.send_modify(|n| *n += 1);
-                    let _ = checkpoint.try_send(());
+                    checkpoint.unpark();
                 }
                 Some(false) => {}
                 None => return,
@@ -578,9 +590,17 @@ fn writer_loop(
 /// "full" after space came back (torture: disk full, seen in CI). A checkpoint that cannot run
 /// yet (no space for the database to grow, a reader in the way) is simply tried again next time.
 fn reclaim_wal(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "WAL checkpoint after a failed commit did not run");
+    let _ = checkpoint(conn, "PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/// Run one checkpoint pragma; a checkpoint that did not run is logged (at debug: the next one
+/// catches up) and returned.
+fn checkpoint(conn: &Connection, pragma: &'static str) -> rusqlite::Result<()> {
+    let r = conn.query_row(pragma, [], |_| Ok(()));
+    if let Err(e) = &r {
+        tracing::debug!(error = %e, pragma, "WAL checkpoint did not run");
     }
+    r
 }
 
 /// Run one `Store::write` closure in its own transaction; its caller hears the result only after
@@ -639,39 +659,44 @@ fn commit_batch(
     batch: &[(NewMessage, Reply)],
 ) -> Vec<rusqlite::Result<Committed>> {
     let received_at = now_rfc3339();
-    let tx = match begin(conn) {
-        Ok(tx) => tx,
-        Err(e) => return batch.iter().map(|_| Err(clone_err(&e))).collect(),
-    };
-    let mut results = Vec::with_capacity(batch.len());
-    for (msg, _) in batch {
-        let one = insert_message(&tx, msg, &received_at);
-        let failed = one.is_err();
-        results.push(one);
-        if failed {
-            break;
-        }
-    }
-    let tx = if results.iter().any(Result::is_err) && !tx.is_autocommit() {
-        // Roll back what this batch inserted and insert it again, each message on its own.
-        drop(tx);
-        results.clear();
+    let mut isolate = false;
+    loop {
         let mut tx = match begin(conn) {
             Ok(tx) => tx,
             Err(e) => return batch.iter().map(|_| Err(clone_err(&e))).collect(),
         };
+        let mut results = Vec::with_capacity(batch.len());
         for (msg, _) in batch {
-            let one = tx.savepoint().and_then(|sp| {
-                let r = insert_message(&sp, msg, &received_at)?;
-                sp.commit()?;
-                Ok(r)
-            });
+            let one = if isolate {
+                tx.savepoint().and_then(|sp| {
+                    let r = insert_message(&sp, msg, &received_at)?;
+                    sp.commit()?;
+                    Ok(r)
+                })
+            } else {
+                insert_message(&tx, msg, &received_at)
+            };
+            let failed = one.is_err();
             results.push(one);
+            if failed && !isolate {
+                break;
+            }
         }
-        tx
-    } else {
-        tx
-    };
+        if !isolate && results.iter().any(Result::is_err) && !tx.is_autocommit() {
+            // Roll back (drop) what this batch inserted; insert it again, each message on its own.
+            isolate = true;
+            continue;
+        }
+        return finish_batch(tx, batch, results);
+    }
+}
+
+/// COMMIT the batch, or fail every message of it when its transaction is gone.
+fn finish_batch(
+    tx: rusqlite::Transaction<'_>,
+    batch: &[(NewMessage, Reply)],
+    results: Vec<rusqlite::Result<Committed>>,
+) -> Vec<rusqlite::Result<Committed>> {
     if tx.is_autocommit() {
         // SQLITE_FULL and I/O errors roll the whole transaction back by themselves (COMMIT
         // would only say "no transaction is active"): every message of the batch fails with the
